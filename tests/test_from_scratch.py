@@ -1,0 +1,73 @@
+"""No built-in kernel of a Q1 op runs inside our ops, forward or backward.
+
+A TorchDispatchMode records every aten (and torchvision) operator that reaches the dispatcher while
+an op of `helpers.ops` runs forward and backward on its random configurations. None may be torch's
+own kernel for one of the eleven ops, nor im2col/col2im (F.unfold/F.fold).
+"""
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from helpers import ops
+from helpers.cases import OPS
+
+FORBIDDEN_WORDS = (
+    "conv",  # convolution, _convolution, mkldnn_convolution, slow_conv*, conv_transpose*, cudnn_*
+    "pool",  # max_pool2d*, avg_pool2d*, adaptive_*, torchvision::roi_pool
+    "batch_norm",
+    "softmax",  # _softmax, _log_softmax and their backwards
+    "nll_loss",
+    "cross_entropy",
+    "sigmoid",
+    "mse_loss",
+    "im2col",
+    "col2im",
+    "flatten",
+)
+
+
+class RecordOperators(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.seen = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.seen.add(func.name())
+        return func(*args, **(kwargs or {}))
+
+
+def _tensors_requiring_grad(kwargs, names):
+    return {
+        name: value.detach().clone().requires_grad_(name in names) if isinstance(value, torch.Tensor) else value
+        for name, value in kwargs.items()
+    }
+
+
+@pytest.mark.parametrize("op", sorted(OPS))
+def test_no_builtin_kernel_of_a_q1_op_runs(op):
+    function = getattr(ops, op)
+    recorder = RecordOperators()
+    for seed in range(8):
+        case = OPS[op].draw(seed, torch.float64)
+        kwargs = _tensors_requiring_grad(case.kwargs, case.grad_wrt)
+        try:
+            OPS[op].reference(**_tensors_requiring_grad(case.kwargs, ()))
+        except Exception:
+            continue  # an invalid configuration: nothing runs
+        with recorder:
+            outputs = function(**kwargs)
+            outputs = outputs if isinstance(outputs, (tuple, list)) else (outputs,)
+            differentiable = [o for o in outputs if o.requires_grad]
+            if differentiable:
+                torch.autograd.backward(differentiable, [torch.ones_like(o) for o in differentiable])
+    forbidden = sorted(name for name in recorder.seen if any(word in name for word in FORBIDDEN_WORDS))
+    assert recorder.seen, "the recorder saw no operator at all"
+    assert not forbidden, f"{op} ran built-in kernels: {forbidden}"
+
+
+def test_the_recorder_catches_a_builtin_kernel():
+    recorder = RecordOperators()
+    with recorder:
+        torch.nn.functional.max_pool2d(torch.randn(1, 1, 4, 4), 2)
+    assert any("max_pool2d" in name for name in recorder.seen)
