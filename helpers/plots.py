@@ -1,0 +1,312 @@
+"""Figures of training runs, sweeps, confusion matrices and feature maps (matplotlib).
+
+Every plot function returns a ``matplotlib.figure.Figure`` built without pyplot, so nothing is
+shown or kept open behind the caller's back: a notebook displays the returned figure, a script
+saves it with ``figure.savefig(path)``.
+"""
+
+import math
+
+import torch
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from helpers.data import normalize
+from helpers.training import History
+
+DIVERGED_COLOR = "0.75"
+
+
+def show(figure):
+    """Display ``figure`` in a notebook as a PNG image only (no ``<Figure size ...>`` text beside it)."""
+    import io
+
+    from IPython.display import display
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=80)
+    display({"image/png": buffer.getvalue()}, raw=True)
+
+
+def plot_curves(histories):
+    """Training and validation loss and accuracy against the epoch, for several runs on one figure.
+
+    ``histories`` maps a run's name to its :class:`~helpers.training.History` (or its ``to_dict()``,
+    e.g. read from history.json). Training curves are solid, validation curves dashed, one colour
+    per run; a run that diverged says so in the legend.
+    """
+    histories = _as_histories(histories)
+    figure = Figure(figsize=(12, 4.5), layout="constrained")
+    loss_axes, accuracy_axes = figure.subplots(1, 2)
+    for index, (name, history) in enumerate(histories.items()):
+        color = f"C{index % 10}"
+        label = name if history.status != "diverged" else f"{name} (diverged)"
+        epochs = range(1, history.epochs + 1)
+        loss_axes.plot(epochs, history.train_loss, color=color, label=f"{label}: train")
+        accuracy_axes.plot(epochs, history.train_accuracy, color=color, label=f"{label}: train")
+        if any(value is not None for value in history.val_loss):
+            loss_axes.plot(epochs, _none_to_nan(history.val_loss), "--", color=color, label=f"{label}: validation")
+            accuracy_axes.plot(
+                epochs, _none_to_nan(history.val_accuracy), "--", color=color, label=f"{label}: validation"
+            )
+    for axes, quantity in ((loss_axes, "loss"), (accuracy_axes, "accuracy")):
+        axes.set_title(f"{quantity.capitalize()} per epoch")
+        axes.set_xlabel("epoch")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.set_ylabel(f"cross-entropy {quantity}" if quantity == "loss" else quantity)
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize="small")
+    return figure
+
+
+def sweep_record(config, history):
+    """One row of a sweep for :func:`plot_sweep`: the config's knobs, the run's status and its best
+    validation accuracy over the epochs (None for a diverged run)."""
+    return {
+        "optimizer": config.optimizer,
+        "lr": config.lr,
+        "batch_size": config.batch_size,
+        "status": history.status,
+        "val_accuracy": history.best_val_accuracy() if history.status != "diverged" else None,
+    }
+
+
+def plot_sweep(results):
+    """Heatmaps of validation accuracy over learning rate x batch size, one panel per optimizer.
+
+    ``results`` is a list of dicts with keys ``optimizer``, ``lr``, ``batch_size``, ``status`` and
+    ``val_accuracy`` (see :func:`sweep_record`). Cells of diverged runs are grey and say
+    "diverged"; the best run is named in the title.
+    """
+    results = list(results)
+    if not results:
+        raise ValueError("results is empty: give at least one sweep record")
+    for result in results:
+        missing = {"optimizer", "lr", "batch_size", "status", "val_accuracy"} - set(result)
+        if missing:
+            raise ValueError(
+                f"each result needs keys optimizer, lr, batch_size, status, val_accuracy; missing {sorted(missing)}"
+            )
+    optimizers = sorted({result["optimizer"] for result in results})
+    learning_rates = sorted({result["lr"] for result in results})
+    batch_sizes = sorted({result["batch_size"] for result in results})
+    figure = Figure(figsize=(1.6 + 1.4 * len(batch_sizes) * len(optimizers), 1.2 + 0.6 * len(learning_rates)),
+                    layout="constrained")
+    panels = figure.subplots(1, len(optimizers), squeeze=False)[0]
+    for axes, optimizer in zip(panels, optimizers):
+        accuracy = torch.full((len(learning_rates), len(batch_sizes)), math.nan)
+        for result in (result for result in results if result["optimizer"] == optimizer):
+            row, column = learning_rates.index(result["lr"]), batch_sizes.index(result["batch_size"])
+            diverged = result["status"] == "diverged" or result["val_accuracy"] is None
+            accuracy[row, column] = math.nan if diverged else result["val_accuracy"]
+            text = "diverged" if result["status"] == "diverged" else _percent(result["val_accuracy"])
+            dark_cell = not diverged and result["val_accuracy"] < 0.5  # the low end of viridis is dark
+            axes.text(column, row, text, ha="center", va="center", fontsize="small",
+                      color="white" if dark_cell else "black")
+        axes.set_facecolor(DIVERGED_COLOR)
+        image = axes.imshow(accuracy.numpy(), cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
+        axes.set_xticks(range(len(batch_sizes)), [str(size) for size in batch_sizes])
+        axes.set_yticks(range(len(learning_rates)), [f"{lr:g}" for lr in learning_rates])
+        axes.set_xlabel("batch size")
+        axes.set_ylabel("learning rate")
+        axes.set_title(f"{optimizer}: validation accuracy")
+    figure.colorbar(image, ax=panels.tolist(), label="validation accuracy (grey: diverged or missing)")
+    completed = [result for result in results if result["val_accuracy"] is not None and result["status"] != "diverged"]
+    if completed:
+        best = max(completed, key=lambda result: result["val_accuracy"])
+        figure.suptitle(
+            f"Best: {best['optimizer']}, lr {best['lr']:g}, batch {best['batch_size']} "
+            f"({_percent(best['val_accuracy'])})"
+        )
+    return figure
+
+
+def sweep_table(results):
+    """The sweep as a text table sorted by validation accuracy, best first; diverged runs last."""
+    header = f"{'optimizer':<10}{'lr':>10}{'batch':>7}  {'val acc':>8}  status"
+    def accuracy_or_last(result):
+        return -1.0 if result["val_accuracy"] is None else result["val_accuracy"]
+
+    rows = sorted(results, key=accuracy_or_last, reverse=True)
+    lines = [header, "-" * len(header)]
+    for result in rows:
+        accuracy = "diverged" if result["status"] == "diverged" else _percent(result["val_accuracy"])
+        lines.append(
+            f"{result['optimizer']:<10}{result['lr']:>10g}{result['batch_size']:>7}  {accuracy:>8}  {result['status']}"
+        )
+    return "\n".join(lines)
+
+
+def plot_confusion(confusion, classes):
+    """The confusion matrix (rows: true class, columns: predicted class) with its counts written in."""
+    confusion = torch.as_tensor(confusion)
+    if confusion.dim() != 2 or confusion.shape[0] != confusion.shape[1] or confusion.shape[0] != len(classes):
+        raise ValueError(
+            f"confusion must be a square matrix with one row per class ({len(classes)}), "
+            f"got shape {list(confusion.shape)}"
+        )
+    figure = Figure(figsize=(7.5, 6.5), layout="constrained")
+    axes = figure.subplots()
+    image = axes.imshow(confusion.numpy(), cmap="Blues")
+    threshold = confusion.max().item() / 2
+    for (row, column), count in zip(torch.cartesian_prod(*[torch.arange(len(classes))] * 2).tolist(),
+                                    confusion.flatten().tolist()):
+        axes.text(column, row, f"{count:g}", ha="center", va="center", fontsize="x-small",
+                  color="white" if count > threshold else "black")
+    axes.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    axes.set_yticks(range(len(classes)), classes)
+    axes.set_xlabel("predicted class")
+    axes.set_ylabel("true class")
+    total = confusion.sum().item()
+    accuracy = confusion.diagonal().sum().item() / total if total else math.nan
+    axes.set_title(f"Confusion matrix (accuracy {_percent(accuracy)})")
+    figure.colorbar(image, ax=axes, label="images")
+    return figure
+
+
+def feature_maps(model, image):
+    """Return ``{layer name: activation [C, H, W]}`` for every convolution of ``model`` on one image.
+
+    ``image`` is uint8 ``[3, H, W]`` (normalised here) or an already normalised float ``[3, H, W]``.
+    Each convolution's map is taken at the end of its block: after its ReLU, and for the bn net
+    after the BatchNorm that follows the ReLU (conv -> ReLU -> BN), i.e. what the next layer sees.
+    Runs in eval mode without gradients; the model's mode is restored. Keys are the conv names
+    (``conv1`` ... ``conv8``).
+    """
+    if not isinstance(image, torch.Tensor) or image.dim() != 3:
+        found = list(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
+        raise ValueError(f"image must be one image tensor [C, H, W], got {found}")
+    inputs = normalize(image[None]) if image.dtype == torch.uint8 else image[None].float()
+    parameter = next(model.parameters())
+    inputs = inputs.to(parameter.device)
+    outputs = {}
+    hooks = [
+        module.register_forward_hook(_store_output(outputs, name))
+        for name, module in _block_ends(model).items()
+    ]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(inputs)
+    finally:
+        model.train(was_training)
+        for hook in hooks:
+            hook.remove()
+    return outputs
+
+
+def _block_ends(model):
+    """Map each convolution's name to the last module of its block (the conv, its ReLU, its BN)."""
+    ends = {}
+    current = None
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Conv2d):
+            current = name
+            ends[current] = module
+        elif current is not None and isinstance(module, (torch.nn.ReLU, torch.nn.BatchNorm2d)):
+            ends[current] = module
+        elif name and not list(module.children()):
+            current = None  # a pool, flatten or linear layer ends the block
+    if not ends:
+        raise ValueError("model has no Conv2d layer to take feature maps from")
+    return ends
+
+
+def _store_output(outputs, name):
+    def hook(module, inputs, output):
+        outputs[name] = output[0].detach().float().contiguous().cpu()
+
+    return hook
+
+
+def plot_feature_maps(maps, max_channels=16):
+    """Raw feature maps ("without absolute average"): the first ``max_channels`` channels of each layer.
+
+    One row per layer, each channel on its own colour scale (the colour shows where a channel is
+    high or low, not how it compares with other channels).
+    """
+    if not maps:
+        raise ValueError("maps is empty: pass the output of feature_maps()")
+    if not isinstance(max_channels, int) or isinstance(max_channels, bool) or max_channels < 1:
+        raise ValueError(f"max_channels must be a positive int, got {max_channels!r}")
+    columns = min(max_channels, max(activation.shape[0] for activation in maps.values()))
+    figure = Figure(figsize=(1.1 * columns + 1.0, 1.2 * len(maps) + 0.6), layout="constrained")
+    grid = figure.subplots(len(maps), columns, squeeze=False)
+    for row, (name, activation) in enumerate(maps.items()):
+        for column in range(columns):
+            axes = grid[row, column]
+            axes.set_xticks([])
+            axes.set_yticks([])
+            if column < activation.shape[0]:
+                axes.imshow(activation[column].numpy(), cmap="viridis")
+                if row == 0:
+                    axes.set_title(f"channel {column}", fontsize="x-small")
+            else:
+                axes.set_axis_off()
+        grid[row, 0].set_ylabel(f"{name}\n{_shape_text(activation)}", fontsize="small")
+    figure.suptitle(f"Feature maps, raw channels (first {columns} per layer)")
+    return figure
+
+
+def plot_mean_abs_maps(maps):
+    """Feature maps "with absolute average": the mean over channels of |activation|, one panel per layer."""
+    if not maps:
+        raise ValueError("maps is empty: pass the output of feature_maps()")
+    figure = Figure(figsize=(2.4 * len(maps), 3.0), layout="constrained")
+    panels = figure.subplots(1, len(maps), squeeze=False)[0]
+    for axes, (name, activation) in zip(panels, maps.items()):
+        image = axes.imshow(activation.abs().mean(dim=0).numpy(), cmap="magma")
+        axes.set_title(f"{name}\n{_shape_text(activation)}", fontsize="small")
+        axes.set_xlabel("x")
+        axes.set_ylabel("y")
+        figure.colorbar(image, ax=axes, shrink=0.7, label="mean |activation|")
+    figure.suptitle("Channel mean of |activation| per layer")
+    return figure
+
+
+def feature_map_summary(maps):
+    """Per layer: name, shape [C, H, W], mean, std and the fraction of exactly-zero activations."""
+    return [
+        {
+            "layer": name,
+            "shape": list(activation.shape),
+            "mean": activation.mean().item(),
+            "std": activation.std().item(),
+            "zero_fraction": (activation == 0).float().mean().item(),
+        }
+        for name, activation in maps.items()
+    ]
+
+
+def format_feature_map_summary(rows):
+    """:func:`feature_map_summary`'s rows as a printable table."""
+    header = f"{'layer':<8}{'shape':>16}{'mean':>10}{'std':>10}{'zeros':>8}"
+    lines = [header, "-" * len(header)]
+    for row in rows:
+        lines.append(
+            f"{row['layer']:<8}{str(row['shape']):>16}{row['mean']:>10.4f}{row['std']:>10.4f}"
+            f"{row['zero_fraction']:>8.1%}"
+        )
+    return "\n".join(lines)
+
+
+def _as_histories(histories):
+    if not isinstance(histories, dict) or not histories:
+        raise ValueError("histories must be a non-empty dict {run name: History}")
+    return {
+        name: history if isinstance(history, History) else History.from_dict(history)
+        for name, history in histories.items()
+    }
+
+
+def _none_to_nan(values):
+    return [math.nan if value is None else value for value in values]
+
+
+def _percent(value):
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.1%}"
+
+
+def _shape_text(activation):
+    return "x".join(str(size) for size in activation.shape)

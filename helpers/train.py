@@ -1,0 +1,285 @@
+"""Train a CIFAR-10 net from the command line with the notebooks' engine.
+
+    python -m helpers.train --model bn --epochs 30 --optimizer sgd --lr 0.1 --schedule onecycle \\
+        --augment flip+crop --run-dir runs/bn-onecycle
+    python -m helpers.train --model bn --epochs 30 ... --run-dir runs/bn-onecycle --resume   # after a kill
+
+The run directory receives checkpoint.pt and history.json after every epoch, then metrics.json
+(test accuracy, per-class accuracy, confusion matrix, and the run's settings), curves.png and
+confusion.png. ``--resume`` continues a killed run from its last completed epoch and finishes
+exactly as an uninterrupted run would; it refuses settings that differ from the saved run's.
+"""
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import torch
+
+from helpers.data import Augment, load_cifar10, subset, train_val_split
+from helpers.models import MODEL_NAMES, OPS_CHOICES, build_model
+from helpers.training import OPTIMIZERS, SCHEDULES, TrainConfig, evaluate, train, write_json_atomic
+
+METRICS_NAME = "metrics.json"
+# --quick: a smoke run of the whole pipeline in about a minute on a laptop CPU.
+QUICK = {"train_per_class": 100, "test_per_class": 20, "val_size": 200, "epochs": 1}
+DEFAULT_VAL_SIZE = 5000
+
+
+def main(argv=None):
+    """Parse ``argv`` (default: the command line), train, evaluate on the test set, write the results."""
+    parser = build_parser()
+    arguments = parser.parse_args(argv)
+    try:
+        config = config_from(arguments)
+    except (TypeError, ValueError) as error:
+        parser.error(str(error))
+    try:
+        run(arguments, config)
+    except (OSError, ValueError) as error:  # missing data, a resume that does not match, ...
+        parser.exit(1, f"{parser.prog}: error: {error}\n")
+
+
+def build_parser():
+    """The argument parser; ``--help`` documents every option."""
+    parser = argparse.ArgumentParser(
+        prog="python -m helpers.train",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    model = parser.add_argument_group("model")
+    model.add_argument("--model", choices=MODEL_NAMES, default="plain",
+                       help="plain: conv+ReLU net; bn: BatchNorm2d after every ReLU (default: plain)")
+    model.add_argument("--affine", action="store_true",
+                       help="bn net only: learnable BatchNorm scale and shift (+960 parameters)")
+    model.add_argument("--ops", choices=OPS_CHOICES, default="torch",
+                       help="torch layers, or the Q1 from-scratch ops of helpers.ops (slow) (default: torch)")
+
+    optimization = parser.add_argument_group("optimization")
+    optimization.add_argument("--epochs", type=_positive_int, default=20, help="number of epochs (default: 20)")
+    optimization.add_argument("--batch-size", type=_positive_int, default=128, help="batch size (default: 128)")
+    optimization.add_argument("--lr", type=_positive_float, default=0.05,
+                              help="learning rate; the peak for onecycle and cosine (default: 0.05)")
+    optimization.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd", help="optimizer (default: sgd)")
+    optimization.add_argument("--momentum", type=_non_negative_float, default=0.9,
+                              help="SGD momentum, in [0, 1) (default: 0.9)")
+    optimization.add_argument("--nesterov", action="store_true", help="SGD with Nesterov momentum")
+    optimization.add_argument("--weight-decay", type=_non_negative_float, default=0.0,
+                              help="L2 weight decay (default: 0)")
+    optimization.add_argument("--schedule", choices=SCHEDULES, default="constant",
+                              help="learning-rate schedule, stepped per batch (default: constant)")
+    optimization.add_argument("--warmup-epochs", type=_non_negative_float, default=0.0,
+                              help="cosine only: epochs of linear warm-up (default: 0)")
+    optimization.add_argument("--label-smoothing", type=_non_negative_float, default=0.0,
+                              help="label smoothing of the training loss, in [0, 1) (default: 0)")
+    optimization.add_argument("--augment", type=_augment, default=Augment(),
+                              help="training augmentation: 'none' or parts joined by '+': flip, crop[:PIXELS] "
+                                   "(default 4), rotate[:DEGREES] (default 15); e.g. flip+crop+rotate (default: none)")
+    optimization.add_argument("--seed", type=_non_negative_int, default=0,
+                              help="seed of the initial weights, data order and augmentation (default: 0)")
+
+    data = parser.add_argument_group("data")
+    data.add_argument("--data-dir", default=None,
+                      help="CIFAR-10 folder (image folders or cifar-10-batches-py) (default: $CIFAR10_DIR)")
+    data.add_argument("--val-size", type=_non_negative_int, default=None,
+                      help="training images held out for validation, 0 for none "
+                           f"(default: {DEFAULT_VAL_SIZE}, or a tenth of the training images if fewer)")
+    data.add_argument("--train-subset", type=_positive_int, default=None, metavar="PER_CLASS",
+                      help="train on only this many images per class (before the validation split)")
+    data.add_argument("--test-subset", type=_positive_int, default=None, metavar="PER_CLASS",
+                      help="test on only this many images per class")
+    data.add_argument("--quick", action="store_true",
+                      help=f"smoke run: {QUICK['train_per_class']} train and {QUICK['test_per_class']} test images "
+                           f"per class, {QUICK['val_size']} for validation, {QUICK['epochs']} epoch "
+                           "(overrides --epochs, --val-size and the subsets)")
+
+    run = parser.add_argument_group("run")
+    run.add_argument("--run-dir", type=Path, default=None,
+                     help="folder for checkpoint.pt, history.json, metrics.json and plots "
+                          "(default: runs/<model>-<optimizer>-lr<lr>-bs<batch size>-seed<seed>)")
+    run.add_argument("--resume", action="store_true",
+                     help="continue the run saved in --run-dir (starts fresh if it has no checkpoint)")
+    run.add_argument("--tta", action="store_true", help="test with horizontal-flip test-time augmentation")
+    run.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                     help="where to train (default: auto = cuda if available)")
+    run.add_argument("--threads", type=_positive_int, default=None,
+                     help="CPU threads for torch (default: all cores)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return parser
+
+
+def config_from(arguments):
+    """The :class:`TrainConfig` the parsed ``arguments`` describe (validated by TrainConfig)."""
+    if arguments.affine and arguments.model != "bn":
+        raise ValueError("argument --affine: only applies to --model bn")
+    if arguments.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("argument --device: cuda was asked for but no GPU is available")
+    return TrainConfig(
+        optimizer=arguments.optimizer,
+        lr=arguments.lr,
+        epochs=QUICK["epochs"] if arguments.quick else arguments.epochs,
+        momentum=arguments.momentum,
+        nesterov=arguments.nesterov,
+        weight_decay=arguments.weight_decay,
+        batch_size=arguments.batch_size,
+        schedule=arguments.schedule,
+        warmup_epochs=arguments.warmup_epochs,
+        label_smoothing=arguments.label_smoothing,
+        augment=arguments.augment,
+        seed=arguments.seed,
+    )
+
+
+def run(arguments, config):
+    """Load the data, train, evaluate on the test set, and write the run directory's files."""
+    run_dir = arguments.run_dir or default_run_dir(arguments, config)
+    data = load_data(arguments)
+    val_size = validation_size(arguments, len(data.train_labels))
+    train_index, val_index = train_val_split(data.train_labels, val_size=val_size, seed=config.seed)
+    validation = (data.train_images[val_index], data.train_labels[val_index]) if val_size else (None, None)
+    torch.manual_seed(config.seed)
+    model = build_model(arguments.model, affine=arguments.affine, ops=arguments.ops)
+    device = None if arguments.device == "auto" else arguments.device
+    print(f"{arguments.model} net, {len(train_index)} train / {len(val_index)} validation / "
+          f"{len(data.test_labels)} test images from {data.source}; run directory {run_dir}", file=sys.stderr)
+    history = train(
+        model, config, data.train_images[train_index], data.train_labels[train_index], *validation,
+        run_dir=run_dir, resume=arguments.resume, progress=not arguments.no_progress,
+        device=device, num_threads=arguments.threads,
+    )
+    metrics = {"status": history.status, "message": history.message, "epochs": history.epochs}
+    if history.status != "diverged":
+        test = evaluate(model, data.test_images, data.test_labels, tta_flip=arguments.tta)
+        metrics |= {
+            "test_accuracy": test.accuracy,
+            "test_loss": test.loss,
+            "per_class_accuracy": dict(zip(data.classes, test.per_class_accuracy.tolist())),
+            "confusion": test.confusion.tolist(),
+            "classes": list(data.classes),
+            "tta_flip": arguments.tta,
+        }
+    metrics["config"] = config.to_dict()
+    metrics["model"] = {"name": arguments.model, "affine": arguments.affine, "ops": arguments.ops}
+    metrics["data"] = {"source": data.source, "train": len(train_index), "val": len(val_index),
+                       "test": len(data.test_labels)}
+    write_json_atomic(Path(run_dir) / METRICS_NAME, _json_safe(metrics))
+    save_figures(run_dir, history, metrics)
+    print(summary_line(history, metrics), file=sys.stderr)
+    return metrics
+
+
+def load_data(arguments):
+    """CIFAR-10 from ``--data-dir`` (or $CIFAR10_DIR), cut to the requested subsets."""
+    data = load_cifar10(root=arguments.data_dir)
+    train_per_class = QUICK["train_per_class"] if arguments.quick else arguments.train_subset
+    test_per_class = QUICK["test_per_class"] if arguments.quick else arguments.test_subset
+    if train_per_class is not None or test_per_class is not None:
+        counts = torch.bincount(data.train_labels).min().item(), torch.bincount(data.test_labels).min().item()
+        data = subset(data, train_per_class or counts[0], test_per_class or counts[1])
+    return data
+
+
+def validation_size(arguments, train_count):
+    """How many of the ``train_count`` training images to hold out for validation."""
+    if arguments.quick:
+        return QUICK["val_size"]
+    if arguments.val_size is None:
+        return min(DEFAULT_VAL_SIZE, train_count // 10)
+    if arguments.val_size >= train_count:
+        raise ValueError(
+            f"argument --val-size: must be less than the {train_count} training images, got {arguments.val_size}"
+        )
+    return arguments.val_size
+
+
+def default_run_dir(arguments, config):
+    """``runs/<model>-<optimizer>-lr<lr>-bs<batch size>-seed<seed>`` (with ``-quick`` for --quick)."""
+    name = f"{arguments.model}{'-affine' if arguments.affine else ''}-{config.optimizer}-lr{config.lr:g}"
+    name += f"-bs{config.batch_size}-seed{config.seed}{'-quick' if arguments.quick else ''}"
+    return Path("runs") / name
+
+
+def save_figures(run_dir, history, metrics):
+    """curves.png (loss and accuracy per epoch) and, when tested, confusion.png."""
+    from helpers.plots import plot_confusion, plot_curves  # matplotlib loads only once training is done
+
+    if history.epochs:
+        plot_curves({Path(run_dir).name: history}).savefig(Path(run_dir) / "curves.png", dpi=100)
+    if "confusion" in metrics:
+        plot_confusion(torch.tensor(metrics["confusion"]), metrics["classes"]).savefig(
+            Path(run_dir) / "confusion.png", dpi=100
+        )
+
+
+def summary_line(history, metrics):
+    """One line saying how the run ended."""
+    if history.status == "diverged":
+        return f"run diverged: {history.message}"
+    text = f"{history.status} after {history.epochs} epochs: test accuracy {metrics['test_accuracy']:.2%}"
+    best = history.best_val_accuracy()
+    return text + (f", best validation accuracy {best:.2%}" if best is not None else "")
+
+
+def _json_safe(value):
+    """Replace NaN (e.g. the accuracy of a class with no test image) with None: JSON has no NaN."""
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(item) for item in value]
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def _positive_int(text):
+    return _int_at_least(text, 1)
+
+
+def _non_negative_int(text):
+    return _int_at_least(text, 0)
+
+
+def _int_at_least(text, minimum):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an int >= {minimum}, got {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be an int >= {minimum}, got {text!r}")
+    return value
+
+
+def _positive_float(text):
+    value = _finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}")
+    return value
+
+
+def _non_negative_float(text):
+    value = _finite_float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}")
+    return value
+
+
+def _finite_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
+def _augment(text):
+    try:
+        return Augment.parse(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+if __name__ == "__main__":
+    main()

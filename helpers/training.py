@@ -1,0 +1,537 @@
+"""The training engine: configuration, training loop, checkpoints with exact resume, evaluation.
+
+``train`` runs the epochs of a :class:`TrainConfig` on in-memory uint8 images and returns a
+:class:`History`. With a ``run_dir`` it writes ``checkpoint.pt`` (model, optimizer, scheduler, RNG
+states, history, config) and ``history.json`` after every epoch, each atomically, and ``resume=True``
+continues a killed run from its last completed epoch to exactly the weights an uninterrupted run
+reaches: the data order and augmentation of an epoch depend only on (seed, epoch).
+"""
+
+import dataclasses
+import json
+import math
+import os
+import random
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+from tqdm.auto import tqdm
+
+from helpers.data import Augment, Batches
+
+OPTIMIZERS = ("sgd", "adam")
+SCHEDULES = ("constant", "onecycle", "cosine")
+CHECKPOINT_NAME = "checkpoint.pt"
+HISTORY_NAME = "history.json"
+CHECKPOINT_FORMAT = 1
+# Steps between two reads of the running loss: each read (``.item()``) waits for the device, and
+# a non-finite loss stops the run at the next read.
+STEPS_PER_LOSS_READ = 10
+
+
+@dataclass(kw_only=True)
+class TrainConfig:
+    """Everything that decides the result of a training run (so a resume must match it exactly).
+
+    ``schedule``: ``constant``; ``onecycle`` (``OneCycleLR`` peaking at ``lr``, stepped per batch;
+    momentum stays ``momentum``); ``cosine`` (per batch from ``lr`` to 0, after a linear warm-up of
+    ``warmup_epochs``). ``momentum`` and ``nesterov`` apply to SGD only; Adam uses its default betas.
+    """
+
+    optimizer: str
+    lr: float
+    epochs: int
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    batch_size: int = 128
+    schedule: str = "constant"
+    warmup_epochs: float = 0.0
+    label_smoothing: float = 0.0
+    augment: Augment = field(default_factory=Augment)
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.augment is None:
+            self.augment = Augment()
+        _check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        _check_choice("schedule", self.schedule, SCHEDULES)
+        _check_number("lr", self.lr, minimum=0.0, minimum_allowed=False)
+        _check_int("epochs", self.epochs, minimum=1)
+        _check_int("batch_size", self.batch_size, minimum=1)
+        _check_int("seed", self.seed, minimum=0)
+        _check_number("momentum", self.momentum, minimum=0.0, maximum=1.0)
+        _check_number("weight_decay", self.weight_decay, minimum=0.0)
+        _check_number("label_smoothing", self.label_smoothing, minimum=0.0, maximum=1.0)
+        _check_number("warmup_epochs", self.warmup_epochs, minimum=0.0)
+        if not isinstance(self.nesterov, bool):
+            raise TypeError(f"nesterov must be a bool, got {self.nesterov!r}")
+        if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
+            raise ValueError("nesterov=True needs optimizer='sgd' and momentum > 0")
+        if self.warmup_epochs and self.schedule != "cosine":
+            raise ValueError(f"warmup_epochs applies to schedule='cosine' only, got schedule={self.schedule!r}")
+        if self.warmup_epochs >= self.epochs:
+            raise ValueError(f"warmup_epochs must be less than epochs ({self.epochs}), got {self.warmup_epochs}")
+        if not isinstance(self.augment, Augment):
+            raise TypeError(f"augment must be a helpers.data.Augment, got {type(self.augment).__name__}")
+
+    def to_dict(self):
+        """Return the config as plain dicts and numbers (JSON and ``weights_only`` checkpoints)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values):
+        """Rebuild a config written by :meth:`to_dict`."""
+        values = dict(values)
+        values["augment"] = Augment(**values["augment"])
+        return cls(**values)
+
+
+@dataclass
+class History:
+    """Per-epoch metrics of a run, and how it ended.
+
+    ``lr`` is the learning rate of the epoch's last batch; ``seconds`` the epoch's wall time
+    (training and validation); the ``val_*`` entries are None when no validation set was given.
+    ``status``: ``running``, ``completed``, or ``diverged`` (a non-finite training loss stopped
+    the run; ``message`` says where, and the metrics hold the epochs completed before it).
+    """
+
+    train_loss: list = field(default_factory=list)
+    train_accuracy: list = field(default_factory=list)
+    val_loss: list = field(default_factory=list)
+    val_accuracy: list = field(default_factory=list)
+    lr: list = field(default_factory=list)
+    seconds: list = field(default_factory=list)
+    status: str = "running"
+    message: str = ""
+
+    @property
+    def epochs(self):
+        """Number of completed epochs."""
+        return len(self.train_loss)
+
+    def best_val_accuracy(self):
+        """Highest validation accuracy over the epochs, or None if there is none."""
+        accuracies = [accuracy for accuracy in self.val_accuracy if accuracy is not None]
+        return max(accuracies) if accuracies else None
+
+    def to_dict(self):
+        """Return the history as plain lists, numbers and strings."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values):
+        """Rebuild a history written by :meth:`to_dict` (e.g. read from history.json)."""
+        return cls(**values)
+
+
+@dataclass
+class Evaluation:
+    """Result of :func:`evaluate`: ``confusion[true, predicted]`` counts images."""
+
+    accuracy: float
+    per_class_accuracy: torch.Tensor
+    confusion: torch.Tensor
+    loss: float
+
+    def to_dict(self):
+        """Return the evaluation as plain lists and numbers (for metrics.json)."""
+        return {
+            "accuracy": self.accuracy,
+            "per_class_accuracy": self.per_class_accuracy.tolist(),
+            "confusion": self.confusion.tolist(),
+            "loss": self.loss,
+        }
+
+
+def default_device():
+    """``cuda`` when a GPU is present, else ``cpu``."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def train(
+    model,
+    config,
+    train_images,
+    train_labels,
+    val_images=None,
+    val_labels=None,
+    run_dir=None,
+    resume=False,
+    progress=True,
+    device=None,
+    num_threads=None,
+):
+    """Train ``model`` (in place) as ``config`` says and return its :class:`History`.
+
+    Images are uint8 ``[N, 3, 32, 32]``, labels int64 ``[N]``; the validation set is optional.
+    With ``run_dir`` a checkpoint and history.json are written after every epoch; ``resume=True``
+    continues the run saved there (a run_dir without a checkpoint starts fresh) and refuses a
+    different config. ``device`` defaults to cuda when available; on the CPU ``num_threads``
+    (default: all cores) sets torch's thread count. A non-finite loss ends the run early with
+    status ``diverged`` instead of raising. ``progress`` shows tqdm bars (widgets in a notebook).
+    A fresh run seeds torch's, numpy's and Python's global RNGs with ``config.seed``; a resumed run
+    restores the states saved with its checkpoint. The caller seeds the model's initial weights.
+    """
+    checkpoint_path = _check_train_arguments(config, train_images, train_labels, val_images, val_labels,
+                                             run_dir, resume)
+    device = torch.device(device) if device is not None else default_device()
+    if device.type == "cpu":
+        torch.set_num_threads(num_threads or os.cpu_count())
+    model.to(device=device, memory_format=torch.channels_last)
+    if device.type == "cuda":  # the whole (uint8) data set fits: batches are then cut on the GPU
+        train_images, train_labels = train_images.to(device), train_labels.to(device)
+        if val_images is not None:
+            val_images, val_labels = val_images.to(device), val_labels.to(device)
+    batches = Batches(
+        train_images, train_labels, config.batch_size, shuffle=True, augment=config.augment, seed=config.seed
+    )
+    optimizer = make_optimizer(model, config)
+    scheduler = make_scheduler(optimizer, config, steps_per_epoch=len(batches))
+    loss_function = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    if resume and checkpoint_path.exists():
+        history = _resume_from(checkpoint_path, config, model, optimizer, scheduler)
+    else:
+        history = History()
+        _seed_everything(config.seed)
+    if run_dir is not None:
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
+
+    with tqdm(total=config.epochs, initial=history.epochs, desc="training", unit="epoch", disable=not progress) as bar:
+        for epoch in range(history.epochs, config.epochs):
+            batches.set_epoch(epoch)
+            epoch_bar = tqdm(total=len(batches), desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch",
+                             leave=False, disable=not progress)
+            with epoch_bar:
+                _run_epoch(history, model, batches, optimizer, scheduler, loss_function, device, epoch_bar,
+                           val_images, val_labels)
+            if history.status == "diverged":
+                break
+            if history.epochs == config.epochs:
+                history.status = "completed"
+            if run_dir is not None:
+                _save_checkpoint(checkpoint_path, model, optimizer, scheduler, history, config)
+            bar.set_postfix(_epoch_postfix(history), refresh=False)
+            bar.update(1)
+    if history.status == "running":  # resumed a run that had already completed every epoch
+        history.status = "completed"
+    if run_dir is not None:
+        write_json_atomic(Path(run_dir) / HISTORY_NAME, history.to_dict())
+    return history
+
+
+def _check_train_arguments(config, train_images, train_labels, val_images, val_labels, run_dir, resume):
+    """Refuse bad arguments before any work; return the checkpoint's path (None without run_dir)."""
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+    _check_images_and_labels("train_images", train_images, "train_labels", train_labels)
+    if (val_images is None) != (val_labels is None):
+        raise ValueError("give both val_images and val_labels, or neither")
+    if val_images is not None:
+        _check_images_and_labels("val_images", val_images, "val_labels", val_labels)
+    if run_dir is None:
+        if resume:
+            raise ValueError("resume=True needs the run_dir of the run to continue")
+        return None
+    checkpoint_path = Path(run_dir) / CHECKPOINT_NAME
+    if checkpoint_path.exists() and not resume:
+        raise FileExistsError(
+            f"{checkpoint_path} exists: pass resume=True (--resume on the command line) to continue it, "
+            "or use another run_dir"
+        )
+    return checkpoint_path
+
+
+def _run_epoch(history, model, batches, optimizer, scheduler, loss_function, device, bar, val_images, val_labels):
+    """Train one epoch, validate, and append its metrics to ``history`` (or mark it diverged)."""
+    started = time.perf_counter()
+    train_loss, train_accuracy, last_lr = _train_one_epoch(
+        model, batches, optimizer, scheduler, loss_function, device, bar
+    )
+    if not math.isfinite(train_loss):
+        history.status = "diverged"
+        history.message = f"non-finite training loss in epoch {history.epochs + 1}"
+        return
+    val_loss, val_accuracy = None, None
+    if val_images is not None:
+        validation = evaluate(model, val_images, val_labels, batch_size=1000)
+        val_loss, val_accuracy = validation.loss, validation.accuracy
+    history.train_loss.append(train_loss)
+    history.train_accuracy.append(train_accuracy)
+    history.val_loss.append(val_loss)
+    history.val_accuracy.append(val_accuracy)
+    history.lr.append(last_lr)
+    history.seconds.append(time.perf_counter() - started)
+
+
+def make_optimizer(model, config):
+    """Return the optimizer ``config`` names for ``model``'s parameters."""
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(
+            model.parameters(), lr=config.lr, momentum=config.momentum,
+            nesterov=config.nesterov, weight_decay=config.weight_decay,
+        )
+    return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+
+
+def make_scheduler(optimizer, config, steps_per_epoch):
+    """Return the learning-rate schedule of ``config``, to be stepped after every batch."""
+    total_steps = config.epochs * steps_per_epoch
+    if config.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=config.lr, total_steps=total_steps, cycle_momentum=False
+        )
+    if config.schedule == "cosine":
+        warmup_steps = round(config.warmup_epochs * steps_per_epoch)
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: cosine_factor(step, warmup_steps, total_steps)
+        )
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+
+
+def cosine_factor(step, warmup_steps, total_steps):
+    """Learning-rate factor of ``step``: linear warm-up to 1, then a half cosine down to 0."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def _train_one_epoch(model, batches, optimizer, scheduler, loss_function, device, bar):
+    """One pass over ``batches``, shown on the tqdm ``bar``.
+
+    Returns the mean loss (NaN if it diverged), the accuracy and the learning rate of the last batch.
+
+    The loss sum and the count of correct predictions stay on the device; they are read only every
+    STEPS_PER_LOSS_READ steps, for the progress bar and the divergence check.
+    """
+    model.train()
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    seen = 0
+    for step, (inputs, labels) in enumerate(batches, start=1):
+        inputs = inputs.to(device, non_blocking=True)
+        labels = labels.to(device, non_blocking=True)
+        logits = model(inputs)
+        loss = loss_function(logits, labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        lr = optimizer.param_groups[0]["lr"]
+        optimizer.step()
+        scheduler.step()
+        loss_sum += loss.detach() * len(labels)
+        correct += (logits.detach().argmax(dim=1) == labels).sum()
+        seen += len(labels)
+        bar.update(1)
+        if step % STEPS_PER_LOSS_READ == 0 or step == len(batches):
+            mean_loss = loss_sum.item() / seen
+            if not math.isfinite(mean_loss):
+                return math.nan, math.nan, lr
+            bar.set_postfix(loss=f"{mean_loss:.3f}", acc=f"{correct.item() / seen:.3f}", refresh=False)
+    return loss_sum.item() / seen, correct.item() / seen, lr
+
+
+def evaluate(model, images, labels, batch_size=1000, tta_flip=False):
+    """Return the :class:`Evaluation` of ``model`` on uint8 ``images`` with int64 ``labels``.
+
+    Runs in eval mode without gradients on the model's device (the model's mode is restored).
+    ``tta_flip`` averages the softmax of each image and of its horizontal flip. ``loss`` is the
+    mean cross-entropy of those (averaged) probabilities.
+    """
+    _check_images_and_labels("images", images, "labels", labels)
+    _check_int("batch_size", batch_size, minimum=1)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    log_probabilities = []
+    with torch.no_grad():
+        for inputs, _ in Batches(images, labels, batch_size):
+            inputs = inputs.to(device, memory_format=torch.channels_last, non_blocking=True)
+            log_probabilities.append(_log_probabilities(model, inputs, tta_flip).cpu())
+    model.train(was_training)
+    log_probabilities = torch.cat(log_probabilities)
+    predictions = log_probabilities.argmax(dim=1)
+    num_classes = log_probabilities.shape[1]
+    labels = labels.cpu()
+    if labels.min() < 0 or labels.max() >= num_classes:
+        raise ValueError(f"labels must lie in [0, {num_classes}) for a model with {num_classes} outputs")
+    confusion = torch.bincount(labels * num_classes + predictions, minlength=num_classes**2)
+    confusion = confusion.reshape(num_classes, num_classes)
+    return Evaluation(
+        accuracy=(predictions == labels).double().mean().item(),
+        per_class_accuracy=confusion.diagonal() / confusion.sum(dim=1),
+        confusion=confusion,
+        loss=F.nll_loss(log_probabilities, labels).item(),
+    )
+
+
+def _log_probabilities(model, inputs, tta_flip):
+    log_probabilities = F.log_softmax(model(inputs), dim=1)
+    if not tta_flip:
+        return log_probabilities
+    flipped = F.log_softmax(model(inputs.flip(dims=[3])), dim=1)
+    # log of the mean of the two softmaxes, computed stably from the log-probabilities
+    return torch.logaddexp(log_probabilities, flipped) - math.log(2.0)
+
+
+def load_checkpoint(path):
+    """Load a checkpoint written by :func:`train` (``weights_only=True``: tensors and plain data only)."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def save_atomic(obj, path):
+    """``torch.save`` ``obj`` to ``path`` through a temporary file in the same folder and ``os.replace``.
+
+    A failure or a kill during the write leaves the previous file at ``path`` intact.
+    """
+    _write_atomic(path, lambda file: torch.save(obj, file))
+
+
+def write_json_atomic(path, values):
+    """Write ``values`` as indented JSON to ``path`` atomically (see :func:`save_atomic`)."""
+    text = json.dumps(values, indent=2)
+    _write_atomic(path, lambda file: file.write(text.encode("utf-8")))
+
+
+def _write_atomic(path, write):
+    path = Path(path)
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(descriptor, "wb") as file:
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _save_checkpoint(path, model, optimizer, scheduler, history, config):
+    save_atomic(
+        {
+            "format": CHECKPOINT_FORMAT,
+            "epoch": history.epochs,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng": _rng_states(),
+            "history": history.to_dict(),
+            "config": config.to_dict(),
+        },
+        path,
+    )
+    write_json_atomic(path.parent / HISTORY_NAME, history.to_dict())
+
+
+def _resume_from(path, config, model, optimizer, scheduler):
+    """Load the checkpoint at ``path`` into the run's objects; return its history."""
+    checkpoint = load_checkpoint(path)
+    saved_config = checkpoint["config"]
+    if saved_config != config.to_dict():
+        differences = ", ".join(
+            f"{name}: saved {saved_config.get(name)!r}, given {value!r}"
+            for name, value in config.to_dict().items()
+            if saved_config.get(name) != value
+        )
+        raise ValueError(f"cannot resume {path} with a different config ({differences})")
+    try:
+        model.load_state_dict(checkpoint["model"])
+    except RuntimeError as error:
+        details = "; ".join(line.strip() for line in str(error).splitlines()[1:3])
+        raise ValueError(f"the model does not match the one saved in {path} ({details})") from error
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    scheduler.load_state_dict(checkpoint["scheduler"])
+    _set_rng_states(checkpoint["rng"])
+    history = History.from_dict(checkpoint["history"])
+    history.status = "running"
+    return history
+
+
+def _seed_everything(seed):
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed)
+
+
+def _rng_states():
+    """The global RNG states as tensors and numbers (loadable with ``weights_only=True``)."""
+    version, internal_state, gauss_next = random.getstate()
+    _, numpy_keys, numpy_position, numpy_has_gauss, numpy_cached_gaussian = np.random.get_state(legacy=True)
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "python": {"version": version, "state": torch.tensor(internal_state), "gauss_next": gauss_next},
+        "numpy": {
+            "keys": torch.from_numpy(numpy_keys.astype(np.int64)),
+            "position": int(numpy_position),
+            "has_gauss": int(numpy_has_gauss),
+            "cached_gaussian": float(numpy_cached_gaussian),
+        },
+    }
+
+
+def _set_rng_states(states):
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+    python = states["python"]
+    random.setstate((python["version"], tuple(python["state"].tolist()), python["gauss_next"]))
+    numpy = states["numpy"]
+    np.random.set_state(
+        ("MT19937", numpy["keys"].numpy().astype(np.uint32), numpy["position"],
+         numpy["has_gauss"], numpy["cached_gaussian"])
+    )
+
+
+def _epoch_postfix(history):
+    postfix = {"loss": f"{history.train_loss[-1]:.3f}", "acc": f"{history.train_accuracy[-1]:.3f}"}
+    if history.val_accuracy[-1] is not None:
+        postfix["val_acc"] = f"{history.val_accuracy[-1]:.3f}"
+    return postfix
+
+
+def _check_images_and_labels(images_name, images, labels_name, labels):
+    if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.dim() != 4:
+        raise ValueError(f"{images_name} must be a uint8 tensor [N, C, H, W], got {_describe(images)}")
+    if not isinstance(labels, torch.Tensor) or labels.dtype != torch.int64 or labels.dim() != 1:
+        raise ValueError(f"{labels_name} must be an int64 tensor [N], got {_describe(labels)}")
+    if len(images) != len(labels) or len(images) == 0:
+        raise ValueError(
+            f"{images_name} and {labels_name} must hold the same, non-zero number of items, "
+            f"got {len(images)} and {len(labels)}"
+        )
+
+
+def _describe(value):
+    if isinstance(value, torch.Tensor):
+        return f"{value.dtype} tensor of shape {list(value.shape)}"
+    return type(value).__name__
+
+
+def _check_choice(name, value, choices):
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+
+
+def _check_int(name, value, minimum):
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+
+
+def _check_number(name, value, minimum=None, maximum=None, minimum_allowed=True):
+    """``value`` must be a finite real number in [minimum, maximum) (or (minimum, ...) when not allowed)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    if minimum is not None and (value < minimum or (value == minimum and not minimum_allowed)):
+        relation = ">=" if minimum_allowed else ">"
+        raise ValueError(f"{name} must be {relation} {minimum}, got {value!r}")
+    if maximum is not None and value >= maximum:
+        raise ValueError(f"{name} must be < {maximum}, got {value!r}")

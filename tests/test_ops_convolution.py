@@ -1,0 +1,258 @@
+"""conv2d and conv_transpose2d beyond the generic sweeps: signatures, special semantics, both algorithms."""
+
+import inspect
+import re
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from helpers import ops
+from helpers.cases import OPS
+from helpers.compare import mismatch
+
+
+def _torch_signature(function):
+    """The parameter list of a torch builtin, read from the first line of its docstring."""
+    first_line = function.__doc__.strip().splitlines()[0]
+    return re.match(r"\w+\((.*)\)", first_line).group(1)
+
+
+def _our_signature(function):
+    return str(inspect.signature(function))[1:-1]
+
+
+@pytest.mark.parametrize("name", ["conv2d", "conv_transpose2d"])
+def test_signature_matches_torch(name):
+    assert _our_signature(getattr(ops, name)) == _torch_signature(getattr(F, name))
+
+
+def test_conv_transpose2d_takes_groups_before_dilation_positionally():
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 4, 5, 5, generator=generator)
+    w = torch.randn(4, 3, 3, 3, generator=generator)
+    # stride, padding, output_padding, groups, dilation
+    expected = F.conv_transpose2d(x, w, None, 2, 1, 1, 2, 3)
+    assert mismatch(ops.conv_transpose2d(x, w, None, 2, 1, 1, 2, 3), expected) is None
+
+
+def _pair_of_calls(fn_ours, fn_torch, *args, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch warns that 'same' with an even kernel copies the input
+        expected = fn_torch(*args, **kwargs)
+    return fn_ours(*args, **kwargs), expected
+
+
+@pytest.mark.parametrize("kernel, dilation", [((4, 2), (1, 1)), ((2, 3), (3, 2)), ((5, 4), (2, 1))])
+def test_same_padding_is_asymmetric_like_torch(kernel, dilation):
+    """An odd total padding d (k - 1) puts the extra pixel at the bottom/right, as torch does."""
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 3, 9, 8, dtype=torch.float64, generator=generator, requires_grad=True)
+    w = torch.randn(4, 3, *kernel, dtype=torch.float64, generator=generator, requires_grad=True)
+    ours, expected = _pair_of_calls(ops.conv2d, F.conv2d, x, w, padding="same", dilation=dilation)
+    assert ours.shape == x.shape[:1] + (4,) + x.shape[2:]
+    assert mismatch(ours, expected) is None
+    cotangent = torch.randn(ours.shape, dtype=torch.float64, generator=generator)
+    for mine, theirs in zip(torch.autograd.grad(ours, (x, w), cotangent), torch.autograd.grad(expected, (x, w), cotangent)):
+        assert mismatch(mine, theirs) is None
+
+
+def test_valid_padding_is_no_padding():
+    generator = torch.Generator().manual_seed(2)
+    x, w = torch.randn(1, 2, 7, 6, generator=generator), torch.randn(3, 2, 3, 2, generator=generator)
+    assert torch.equal(ops.conv2d(x, w, padding="valid"), ops.conv2d(x, w, padding=0))
+
+
+def test_same_padding_is_refused_with_a_stride():
+    with pytest.raises(RuntimeError, match="padding='same' is not supported for strided convolutions"):
+        ops.conv2d(torch.randn(1, 2, 8, 8), torch.randn(3, 2, 3, 3), padding="same", stride=(1, 2))
+
+
+@pytest.mark.parametrize("name", ["conv2d", "conv_transpose2d"])
+def test_unbatched_input_gives_unbatched_output(name):
+    generator = torch.Generator().manual_seed(3)
+    x = torch.randn(4, 9, 7, generator=generator)
+    w = torch.randn(4, 4, 3, 2, generator=generator)
+    b = torch.randn(4, generator=generator)
+    ours, expected = getattr(ops, name)(x, w, b, 2, 1), getattr(F, name)(x, w, b, 2, 1)
+    assert ours.dim() == 3 and mismatch(ours, expected) is None
+    assert ours.is_contiguous()
+
+
+@pytest.mark.parametrize("name", ["conv2d", "conv_transpose2d"])
+@pytest.mark.parametrize("channels_last_input", [True, False])
+def test_memory_format_follows_torch(name, channels_last_input):
+    generator = torch.Generator().manual_seed(4)
+    x = torch.randn(2, 4, 6, 5, generator=generator)
+    if channels_last_input:
+        x = x.to(memory_format=torch.channels_last)
+    w = torch.randn(4, 4, 3, 3, generator=generator)
+    ours, expected = getattr(ops, name)(x, w, padding=1), getattr(F, name)(x, w, padding=1)
+    assert mismatch(ours, expected) is None
+    for memory_format in (torch.channels_last, torch.contiguous_format):
+        assert ours.is_contiguous(memory_format=memory_format) == expected.is_contiguous(memory_format=memory_format)
+
+
+def test_the_assignment_cases():
+    generator = torch.Generator().manual_seed(0)
+    input = torch.randn(1, 3, 32, 32, generator=generator)
+    torch.manual_seed(0)
+    layers = [torch.nn.Conv2d(3, 6, 3), torch.nn.Conv2d(3, 6, 5, stride=2, dilation=2), torch.nn.ConvTranspose2d(3, 4, 3)]
+    shapes = [(1, 6, 30, 30), (1, 6, 12, 12), (1, 4, 34, 34)]
+    with torch.no_grad():
+        for layer, shape in zip(layers, shapes):
+            if isinstance(layer, torch.nn.ConvTranspose2d):
+                ours = ops.conv_transpose2d(input, layer.weight, layer.bias, layer.stride, layer.padding, layer.output_padding, layer.groups, layer.dilation)
+            else:
+                ours = ops.conv2d(input, layer.weight, layer.bias, layer.stride, layer.padding, layer.dilation, layer.groups)
+            assert ours.shape == shape
+            assert mismatch(ours, layer(input)) is None
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        dict(stride=(2, 3), padding=(1, 2), dilation=(2, 1), groups=2),
+        dict(stride=1, padding=2, dilation=1, groups=1),
+        dict(stride=3, padding=0, dilation=2, groups=4),
+    ],
+)
+def test_conv_transpose2d_is_the_input_gradient_of_conv2d(settings):
+    """conv_transpose2d(v, w) = A_w^T v where conv2d(x, w) = A_w x: autograd and the adjoint identity agree."""
+    generator = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 4, 11, 13, dtype=torch.float64, generator=generator, requires_grad=True)
+    w = torch.randn(8, 4 // settings["groups"], 3, 4, dtype=torch.float64, generator=generator)
+    y = ops.conv2d(x, w, **settings)
+    v = torch.randn(y.shape, dtype=torch.float64, generator=generator)
+    (grad_x,) = torch.autograd.grad(y, x, v)
+    (torch_grad_x,) = torch.autograd.grad(F.conv2d(x, w, **settings), x, v)
+    stride, padding, dilation = (ops._conv2d_pair(settings[k], k) for k in ("stride", "padding", "dilation"))
+    output_padding = tuple(
+        size + 2 * p - d * (k - 1) - 1 - s * (out - 1)
+        for size, p, d, k, s, out in zip(x.shape[2:], padding, dilation, w.shape[2:], stride, y.shape[2:])
+    )
+    scattered = ops.conv_transpose2d(v, w, output_padding=output_padding, **settings)
+    assert mismatch(scattered, torch_grad_x) is None
+    assert mismatch(grad_x, torch_grad_x) is None
+    assert torch.allclose((y * v).sum(), (x * scattered).sum(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["conv2d", "conv_transpose2d"])
+def test_gradcheck(name):
+    generator = torch.Generator().manual_seed(6)
+    x = torch.randn(2, 4, 6, 5, dtype=torch.float64, generator=generator, requires_grad=True)
+    w = torch.randn(4, 2, 3, 2, dtype=torch.float64, generator=generator, requires_grad=True)
+    b = torch.randn(4, dtype=torch.float64, generator=generator, requires_grad=True)
+    function = getattr(ops, name)
+    if name == "conv2d":
+        assert torch.autograd.gradcheck(lambda x, w, b: function(x, w, b, 2, 1, (1, 2), 2), (x, w, b))
+    else:
+        assert torch.autograd.gradcheck(lambda x, w, b: function(x, w, b, 2, 1, 1, 2, (1, 2)), (x, w, b))
+
+
+def _force(monkeypatch, algorithm):
+    """Make the ops take one algorithm on these small inputs: the stride-1 tap loop, or im2col built one
+    kernel row at a time."""
+    if algorithm == "taps":
+        monkeypatch.setattr(ops, "_conv2d_uses_taps", lambda x_pad, kernel, stride, out, groups: stride == (1, 1) and groups == 1)
+    else:
+        monkeypatch.setattr(ops, "_conv2d_uses_taps", lambda *args: False)
+        monkeypatch.setattr(ops, "_CONV2D_COLUMNS_BYTES", 1)
+
+
+@pytest.mark.parametrize("algorithm", ["taps", "row_chunks"])
+@pytest.mark.parametrize("name", ["conv2d", "conv_transpose2d"])
+def test_every_algorithm_matches_torch(monkeypatch, algorithm, name):
+    """The sweep's small inputs take im2col in one piece; the big-input algorithms must agree too."""
+    _force(monkeypatch, algorithm)
+    spec = OPS[name]
+    from helpers.checks import compare_gradients, compare_values
+
+    for seed in range(40):
+        case = spec.draw(1000 + seed, torch.float64)
+        assert compare_values(getattr(ops, name), spec.reference, case) is None, case.label
+        try:
+            spec.reference(**case.kwargs)
+        except Exception:
+            continue
+        assert compare_gradients(getattr(ops, name), spec.reference, case) is None, case.label
+
+
+def test_q2_layer_shape_takes_the_tap_loop_and_matches_torch():
+    """A Q2-sized stride-1 layer (large image) runs the tap loop without forcing it."""
+    generator = torch.Generator().manual_seed(7)
+    x = torch.randn(64, 16, 32, 32, generator=generator).to(memory_format=torch.channels_last).requires_grad_()
+    w = torch.randn(16, 16, 3, 3, generator=generator).mul_(0.1).requires_grad_()
+    b = torch.randn(16, generator=generator).requires_grad_()
+    x_pad = ops._conv2d_pad(x.detach().permute(0, 2, 3, 1), (1, 1, 1, 1))
+    assert ops._conv2d_uses_taps(x_pad, (3, 3), (1, 1), (32, 32), 1)
+    ours, expected = ops.conv2d(x, w, b, padding=1), F.conv2d(x, w, b, padding=1)
+    assert mismatch(ours, expected) is None
+    cotangent = torch.randn(ours.shape, generator=generator)
+    for mine, theirs in zip(torch.autograd.grad(ours, (x, w, b), cotangent), torch.autograd.grad(expected, (x, w, b), cotangent)):
+        assert mismatch(mine, theirs, rtol=1e-4, atol=1e-3) is None
+
+
+@pytest.mark.parametrize(
+    "name, dtype", [("conv2d", torch.int64), ("conv2d", torch.int32), ("conv_transpose2d", torch.int64)]
+)
+def test_integer_tensors_like_torch(name, dtype):
+    generator = torch.Generator().manual_seed(8)
+    x = torch.randint(-5, 5, (2, 4, 6, 7), generator=generator, dtype=dtype)
+    w = torch.randint(-3, 3, (4, 2, 3, 3), generator=generator, dtype=dtype)
+    b = torch.randint(-3, 3, (4,), generator=generator, dtype=dtype)
+    ours, expected = getattr(ops, name)(x, w, b, stride=2, padding=1, groups=2), getattr(F, name)(x, w, b, stride=2, padding=1, groups=2)
+    assert ours.dtype == dtype and torch.equal(ours, expected)
+
+
+@pytest.mark.parametrize("name", ["conv2d", "conv_transpose2d"])
+def test_empty_batch_and_no_bias_gradient(name):
+    x = torch.randn(0, 4, 5, 5, requires_grad=True)
+    w = torch.randn(4, 4, 3, 3, requires_grad=True)
+    ours, expected = getattr(ops, name)(x, w, padding=1), getattr(F, name)(x, w, padding=1)
+    assert mismatch(ours, expected) is None
+    grad_x, grad_w = torch.autograd.grad(ours.sum(), (x, w))
+    assert grad_x.shape == x.shape and torch.equal(grad_w, torch.zeros_like(w))
+
+
+def test_output_padding_allowed_below_the_dilation_with_stride_1():
+    generator = torch.Generator().manual_seed(9)
+    x = torch.randn(1, 2, 5, 5, generator=generator)
+    w = torch.randn(2, 3, 3, 3, generator=generator)
+    ours = ops.conv_transpose2d(x, w, output_padding=(2, 1), dilation=3)
+    assert ours.shape == (1, 3, 11 + 2, 11 + 1)  # (5 - 1) + 3 * (3 - 1) + 1 = 11, plus output_padding
+    assert mismatch(ours, F.conv_transpose2d(x, w, output_padding=(2, 1), dilation=3)) is None
+
+
+class _RecordOperators(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.seen.append(func.name())
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("name", ["conv2d", "conv_transpose2d"])
+def test_invalid_calls_raise_before_any_tensor_work(name):
+    """Each invalid call raises like torch before a single tensor operation runs."""
+    for bad in OPS[name].bad():
+        recorder = _RecordOperators()
+        with pytest.raises(Exception, match=bad.match), recorder:
+            getattr(ops, name)(**bad.kwargs)
+        assert recorder.seen == [], f"{bad.label}: ran {recorder.seen} before raising"
+
+
+def test_weight_that_needs_no_gradient_keeps_no_input_copy():
+    """With a frozen weight, conv2d saves nothing but the weight for its backward."""
+    x = torch.randn(2, 3, 8, 8, requires_grad=True)
+    w = torch.randn(5, 3, 3, 3)
+    out = ops.conv2d(x, w, padding=1)
+    saved = [t for t in out.grad_fn.saved_tensors if t is not None]
+    assert len(saved) == 1 and saved[0].shape == w.shape
+    (grad_x,) = torch.autograd.grad(out.sum(), x)
+    (expected,) = torch.autograd.grad(F.conv2d(x, w, padding=1).sum(), x)
+    assert mismatch(grad_x, expected) is None

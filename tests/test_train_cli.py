@@ -1,0 +1,152 @@
+"""`python -m helpers.train`: help, one-line errors, and a tiny run end to end (with resume)."""
+
+import functools
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from helpers import data as data_module
+from helpers import train as cli
+from helpers.data import CLASSES
+
+TRAIN_PER_CLASS, TEST_PER_CLASS = 10, 3
+
+
+@pytest.fixture(autouse=True)
+def restore_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny_cifar(tmp_path_factory):
+    """A CIFAR-10-shaped image-folder tree with 10 train and 3 test JPEGs per class."""
+    root = tmp_path_factory.mktemp("tiny-cifar")
+    generator = np.random.default_rng(0)
+    for split, count in (("train", TRAIN_PER_CLASS), ("test", TEST_PER_CLASS)):
+        for label, name in enumerate(CLASSES):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for index in range(count):
+                pixels = generator.integers(0, 64, (32, 32, 3), dtype=np.uint8)
+                pixels[3 * (label // 4) : 3 * (label // 4) + 8, 8 * (label % 4) : 8 * (label % 4) + 8] = 255
+                Image.fromarray(pixels).save(folder / f"{index:04d}.jpg", quality=95)
+    return root
+
+
+@pytest.fixture
+def small_loader(tiny_cifar, tmp_path, monkeypatch):
+    """Let the CLI's loader accept the tiny tree's counts (the real loader expects 50,000 / 10,000)."""
+    loader = functools.partial(
+        data_module.load_cifar10,
+        cache_dir=tmp_path / "cache",
+        expected_counts=(10 * TRAIN_PER_CLASS, 10 * TEST_PER_CLASS),
+    )
+    monkeypatch.setattr(cli, "load_cifar10", loader)
+    return tiny_cifar
+
+
+def run_cli(*arguments):
+    return subprocess.run(
+        [sys.executable, "-m", "helpers.train", *arguments], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_help_documents_every_option():
+    result = run_cli("--help")
+    assert result.returncode == 0, result.stderr
+    for action in cli.build_parser()._actions:
+        for option in action.option_strings:
+            assert option in result.stdout
+    for option in ("--model", "--affine", "--augment", "--resume", "--run-dir", "--quick", "--label-smoothing"):
+        assert option in result.stdout
+
+
+def test_a_bad_value_is_a_one_line_error_in_a_subprocess():
+    result = run_cli("--model", "resnet")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    error_lines = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert error_lines == [error_lines[0]] and "--model" in error_lines[0] and "resnet" in error_lines[0]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--lr", "-0.1"], "argument --lr: must be a number > 0"),
+        (["--epochs", "two"], "argument --epochs: must be an int >= 1"),
+        (["--augment", "flip+blur"], "argument --augment: cannot parse augment spec"),
+        (["--optimizer", "rmsprop"], "argument --optimizer: invalid choice"),
+        (["--momentum", "1.5"], "momentum must be < 1"),
+        (["--nesterov", "--optimizer", "adam"], "nesterov=True needs optimizer='sgd'"),
+        (["--affine"], "--affine: only applies to --model bn"),
+    ],
+)
+def test_bad_values_exit_2_with_one_error_line(arguments, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(arguments)
+    assert exit_info.value.code == 2
+    error_lines = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert len(error_lines) == 1 and message in error_lines[0]
+
+
+def test_a_tiny_run_writes_history_and_metrics_then_resumes(small_loader, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    arguments = [
+        "--model", "bn", "--epochs", "2", "--batch-size", "32", "--lr", "0.05", "--schedule", "onecycle",
+        "--augment", "flip+crop", "--data-dir", str(small_loader), "--val-size", "20",
+        "--run-dir", str(run_dir), "--no-progress", "--threads", "1", "--tta",
+    ]
+    cli.main(arguments)
+    history = json.loads((run_dir / "history.json").read_text())
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert history["status"] == "completed" and len(history["train_loss"]) == 2
+    assert len(history["val_accuracy"]) == 2 and history["val_accuracy"][0] is not None
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0
+    assert list(metrics["per_class_accuracy"]) == list(CLASSES)
+    assert np.array(metrics["confusion"]).shape == (10, 10) and np.sum(metrics["confusion"]) == 10 * TEST_PER_CLASS
+    assert metrics["config"]["augment"] == {"flip": True, "crop_padding": 4, "rotation_degrees": 0.0}
+    assert metrics["data"] == {"source": str(small_loader), "train": 80, "val": 20, "test": 30}
+    assert (run_dir / "checkpoint.pt").is_file() and (run_dir / "curves.png").is_file()
+    assert "test accuracy" in capsys.readouterr().err
+
+    cli.main([*arguments, "--resume"])  # already complete: loads, tests, rewrites the same metrics
+    assert json.loads((run_dir / "metrics.json").read_text()) == metrics
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([*arguments, "--resume", "--lr", "0.1"])
+    assert exit_info.value.code == 1
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "different config (lr: saved 0.05, given 0.1)" in error
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(arguments)  # without --resume an existing run is not overwritten
+    assert exit_info.value.code == 1
+    assert "resume=True" in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_a_diverged_run_is_reported_not_raised(small_loader, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    cli.main([
+        "--model", "plain", "--lr", "1e6", "--momentum", "0", "--batch-size", "16", "--epochs", "2",
+        "--data-dir", str(small_loader), "--val-size", "20", "--run-dir", str(run_dir),
+        "--no-progress", "--threads", "1",
+    ])
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "diverged" and "test_accuracy" not in metrics
+    assert json.loads((run_dir / "history.json").read_text())["status"] == "diverged"
+    assert "run diverged: non-finite training loss" in capsys.readouterr().err
+
+
+def test_missing_data_is_a_one_line_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--data-dir", str(tmp_path / "nowhere"), "--run-dir", str(tmp_path / "run"), "--no-progress"])
+    assert exit_info.value.code == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "does not exist" in lines[0]

@@ -1,0 +1,331 @@
+"""The training engine on tiny synthetic data: learning, exact resume, divergence, checkpoints, evaluation, plots."""
+
+import io
+import json
+
+import matplotlib
+import pytest
+import torch
+from torch.nn import functional as F
+
+from helpers import training
+from helpers.data import CLASSES, Augment, normalize
+from helpers.models import build_model
+from helpers.plots import (
+    feature_map_summary,
+    feature_maps,
+    format_feature_map_summary,
+    plot_confusion,
+    plot_curves,
+    plot_feature_maps,
+    plot_mean_abs_maps,
+    plot_sweep,
+    sweep_record,
+    sweep_table,
+)
+from helpers.training import History, TrainConfig, evaluate, load_checkpoint, save_atomic, train
+
+matplotlib.use("Agg")
+
+
+class SimulatedKill(Exception):
+    """Raised from a forward hook to stop a run mid-epoch, like a kill."""
+
+
+def learnable_images(count, seed=0):
+    """uint8 images whose class is written in the image: a bright square at a class-specific spot."""
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.arange(count) % 10
+    images = torch.randint(0, 96, (count, 3, 32, 32), dtype=torch.uint8, generator=generator)
+    for label in range(10):
+        row, column = divmod(label, 4)
+        images[labels == label, :, 8 * row : 8 * row + 8, 8 * column : 8 * column + 8] = 255
+    return images, labels
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Train on one thread: on a busy 2-core machine two threads are many times slower, not faster."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def run(model, config, *data, **options):
+    """``train`` without progress bars, on one thread."""
+    return train(model, config, *data, progress=False, num_threads=1, **options)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    train_images, train_labels = learnable_images(160, seed=0)
+    val_images, val_labels = learnable_images(40, seed=1)
+    return train_images, train_labels, val_images, val_labels
+
+
+def quick_config(**changes):
+    settings = {"optimizer": "sgd", "lr": 0.05, "epochs": 2, "batch_size": 32}
+    return TrainConfig(**(settings | changes))
+
+
+def fresh_model(name="bn", seed=0):
+    torch.manual_seed(seed)
+    return build_model(name)
+
+
+def states_equal(first, second):
+    return first.keys() == second.keys() and all(torch.equal(first[key], second[key]) for key in first)
+
+
+def test_a_short_run_learns(tiny):
+    history = run(fresh_model(), quick_config(epochs=4), *tiny)
+    assert history.status == "completed" and history.epochs == 4
+    assert history.train_loss[-1] < 0.3 * history.train_loss[0]
+    assert history.train_accuracy[-1] > 0.9
+    assert history.val_accuracy[-1] > 0.5  # chance is 0.1
+    assert len(history.lr) == len(history.seconds) == 4 and all(seconds > 0 for seconds in history.seconds)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"schedule": "onecycle", "augment": Augment(flip=True, crop_padding=2)},
+        {"optimizer": "adam", "lr": 1e-3, "schedule": "cosine", "warmup_epochs": 0.5, "weight_decay": 1e-4},
+    ],
+    ids=["sgd-onecycle-augment", "adam-cosine-warmup"],
+)
+def test_resume_after_a_kill_gives_bitwise_the_uninterrupted_weights(tiny, tmp_path, changes):
+    config = quick_config(**changes)
+    uninterrupted = fresh_model()
+    expected_history = run(uninterrupted, config, *tiny, run_dir=tmp_path / "whole")
+
+    killed = fresh_model()
+    forward_calls = []
+
+    def kill_in_the_second_epoch(module, inputs, output):
+        forward_calls.append(1)
+        if len(forward_calls) == 5 + 1 + 3:  # epoch 1: 5 training batches, 1 validation batch
+            raise SimulatedKill
+
+    hook = killed.register_forward_hook(kill_in_the_second_epoch)
+    with pytest.raises(SimulatedKill):
+        run(killed, config, *tiny, run_dir=tmp_path / "killed")
+    hook.remove()
+    assert load_checkpoint(tmp_path / "killed" / "checkpoint.pt")["epoch"] == 1
+
+    resumed = fresh_model(seed=123)  # its own initial weights are replaced by the checkpoint's
+    history = run(resumed, config, *tiny, run_dir=tmp_path / "killed", resume=True)
+    assert history.status == "completed"
+    assert states_equal(resumed.state_dict(), uninterrupted.state_dict())
+    assert history.train_loss == expected_history.train_loss
+    assert history.val_accuracy == expected_history.val_accuracy
+
+
+def test_resuming_a_completed_run_changes_nothing(tiny, tmp_path):
+    config = quick_config(epochs=1)
+    model = fresh_model()
+    history = run(model, config, *tiny, run_dir=tmp_path)
+    again = fresh_model(seed=5)
+    repeated = run(again, config, *tiny, run_dir=tmp_path, resume=True)
+    assert repeated == history
+    assert states_equal(again.state_dict(), model.state_dict())
+
+
+def test_resume_with_a_different_config_is_refused(tiny, tmp_path):
+    run(fresh_model(), quick_config(epochs=1), *tiny, run_dir=tmp_path)
+    with pytest.raises(ValueError, match=r"different config \(lr: saved 0.05, given 0.1\)"):
+        run(fresh_model(), quick_config(epochs=1, lr=0.1), *tiny, run_dir=tmp_path, resume=True)
+    with pytest.raises(ValueError, match="model does not match"):
+        run(fresh_model("plain"), quick_config(epochs=1), *tiny, run_dir=tmp_path, resume=True)
+
+
+def test_an_existing_checkpoint_is_not_overwritten_without_resume(tiny, tmp_path):
+    run(fresh_model(), quick_config(epochs=1), *tiny, run_dir=tmp_path)
+    with pytest.raises(FileExistsError, match="resume=True"):
+        run(fresh_model(), quick_config(epochs=1), *tiny, run_dir=tmp_path)
+
+
+def test_divergence_stops_the_run_with_status_diverged(tiny, tmp_path):
+    history = run(fresh_model("plain"), quick_config(lr=1e6, momentum=0.0), *tiny, run_dir=tmp_path)
+    assert history.status == "diverged"
+    assert "non-finite training loss in epoch" in history.message
+    assert history.epochs < 2
+    assert json.loads((tmp_path / "history.json").read_text())["status"] == "diverged"
+
+
+def test_checkpoint_loads_with_weights_only_and_holds_the_run(tiny, tmp_path):
+    config = quick_config(epochs=1, augment=Augment(flip=True))
+    model = fresh_model()
+    history = run(model, config, *tiny, run_dir=tmp_path)
+    checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert checkpoint["epoch"] == 1
+    assert checkpoint["config"] == config.to_dict()
+    assert TrainConfig.from_dict(checkpoint["config"]) == config
+    assert History.from_dict(checkpoint["history"]) == history
+    assert states_equal(checkpoint["model"], model.state_dict())
+    assert {"optimizer", "scheduler", "rng"} <= checkpoint.keys()
+    assert isinstance(checkpoint["rng"]["torch"], torch.Tensor)
+    assert json.loads((tmp_path / "history.json").read_text()) == history.to_dict()
+
+
+def test_a_failed_save_leaves_the_previous_checkpoint_intact(tmp_path, monkeypatch):
+    path = tmp_path / "checkpoint.pt"
+    save_atomic({"epoch": 1, "weights": torch.ones(3)}, path)
+    before = path.read_bytes()
+    real_save = torch.save
+
+    def save_half_then_fail(obj, file):
+        buffer = io.BytesIO()
+        real_save(obj, buffer)
+        file.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", save_half_then_fail)
+    with pytest.raises(OSError, match="disk full"):
+        save_atomic({"epoch": 2, "weights": torch.zeros(3)}, path)
+    assert path.read_bytes() == before
+    assert [entry.name for entry in tmp_path.iterdir()] == ["checkpoint.pt"]  # no temporary file left
+    assert load_checkpoint(path)["epoch"] == 1
+
+
+def test_a_failed_save_during_training_keeps_the_last_epoch(tiny, tmp_path, monkeypatch):
+    real_save = torch.save
+    saves = []
+
+    def fail_on_the_second_save(obj, file):
+        saves.append(1)
+        if len(saves) == 2:
+            raise OSError("disk full")
+        real_save(obj, file)
+
+    monkeypatch.setattr(torch, "save", fail_on_the_second_save)
+    with pytest.raises(OSError, match="disk full"):
+        run(fresh_model(), quick_config(epochs=2), *tiny, run_dir=tmp_path)
+    monkeypatch.setattr(torch, "save", real_save)
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 1
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"optimizer": "rmsprop"}, "optimizer must be one of"),
+        ({"lr": 0.0}, "lr must be > 0"),
+        ({"lr": float("nan")}, "lr must be a finite number"),
+        ({"epochs": 0}, "epochs must be an int >= 1"),
+        ({"epochs": 2.0}, "epochs must be an int"),
+        ({"batch_size": True}, "batch_size must be an int"),
+        ({"momentum": 1.0}, "momentum must be < 1"),
+        ({"weight_decay": -1e-4}, "weight_decay must be >= 0"),
+        ({"schedule": "step"}, "schedule must be one of"),
+        ({"label_smoothing": 1.0}, "label_smoothing must be < 1"),
+        ({"nesterov": True, "optimizer": "adam"}, "nesterov=True needs optimizer='sgd'"),
+        ({"nesterov": True, "momentum": 0.0}, "momentum > 0"),
+        ({"warmup_epochs": 1.0}, "warmup_epochs applies to schedule='cosine' only"),
+        ({"warmup_epochs": 2.0, "schedule": "cosine"}, "warmup_epochs must be less than epochs"),
+        ({"augment": "flip"}, "augment must be a helpers.data.Augment"),
+        ({"seed": -1}, "seed must be an int >= 0"),
+    ],
+)
+def test_config_validation_names_the_argument_and_the_rule(changes, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        quick_config(**changes)
+
+
+def test_train_checks_its_data_before_any_work(tiny):
+    train_images, train_labels, val_images, val_labels = tiny
+    with pytest.raises(ValueError, match="train_images must be a uint8 tensor"):
+        run(fresh_model(), quick_config(), train_images.float(), train_labels)
+    with pytest.raises(ValueError, match="same, non-zero number"):
+        run(fresh_model(), quick_config(), train_images, train_labels[:-1])
+    with pytest.raises(ValueError, match="both val_images and val_labels"):
+        run(fresh_model(), quick_config(), train_images, train_labels, val_images)
+    with pytest.raises(ValueError, match="resume=True needs the run_dir"):
+        run(fresh_model(), quick_config(), train_images, train_labels, resume=True)
+
+
+def test_schedules_follow_their_shapes():
+    assert training.cosine_factor(0, warmup_steps=4, total_steps=20) == 0.25
+    assert training.cosine_factor(4, warmup_steps=4, total_steps=20) == 1.0
+    assert training.cosine_factor(12, warmup_steps=4, total_steps=20) == pytest.approx(0.5)
+    assert training.cosine_factor(20, warmup_steps=4, total_steps=20) == pytest.approx(0.0)
+    model = torch.nn.Linear(2, 2)
+    config = quick_config(schedule="onecycle", epochs=2)
+    optimizer = training.make_optimizer(model, config)
+    scheduler = training.make_scheduler(optimizer, config, steps_per_epoch=10)
+    learning_rates = []
+    for _ in range(20):
+        learning_rates.append(optimizer.param_groups[0]["lr"])  # the rate this batch trains with
+        optimizer.step()
+        scheduler.step()
+    assert max(learning_rates) == pytest.approx(config.lr, rel=0.05)
+    assert learning_rates[-1] < config.lr / 1000
+    assert optimizer.param_groups[0]["momentum"] == config.momentum  # onecycle leaves momentum alone
+
+
+@pytest.mark.parametrize("tta_flip", [False, True])
+def test_evaluate_matches_a_direct_computation(tiny, tta_flip):
+    _, _, images, labels = tiny
+    model = fresh_model().eval()
+    result = evaluate(model, images, labels, batch_size=16, tta_flip=tta_flip)
+    with torch.no_grad():
+        inputs = normalize(images)
+        probabilities = F.softmax(model(inputs), dim=1)
+        if tta_flip:
+            probabilities = (probabilities + F.softmax(model(inputs.flip(3)), dim=1)) / 2
+    predictions = probabilities.argmax(dim=1)
+    assert result.accuracy == pytest.approx((predictions == labels).float().mean().item())
+    assert result.loss == pytest.approx(F.nll_loss(probabilities.log(), labels).item(), rel=1e-4)
+    assert result.confusion.dtype == torch.int64 and result.confusion.shape == (10, 10)
+    assert result.confusion.sum() == len(labels)
+    assert torch.equal(result.confusion.sum(dim=1), torch.bincount(labels, minlength=10))
+    assert result.confusion[3, 5] == ((labels == 3) & (predictions == 5)).sum()
+    torch.testing.assert_close(result.per_class_accuracy, result.confusion.diagonal() / result.confusion.sum(dim=1))
+
+
+def test_history_and_plots(tiny):
+    first = History(train_loss=[2.0, 1.5], train_accuracy=[0.2, 0.4], val_loss=[1.9, 1.6],
+                    val_accuracy=[0.25, 0.35], lr=[0.1, 0.1], seconds=[1.0, 1.0], status="completed")
+    diverged = History(status="diverged", message="non-finite training loss in epoch 1")
+    figure = plot_curves({"sgd": first, "adam": diverged.to_dict()})
+    loss_axes, accuracy_axes = figure.axes
+    assert loss_axes.get_xlabel() == "epoch" and "loss" in loss_axes.get_title().lower()
+    labels = [text.get_text() for text in accuracy_axes.get_legend().get_texts()]
+    assert "sgd: train" in labels and "sgd: validation" in labels and "adam (diverged): train" in labels
+    figure.savefig(io.BytesIO(), format="png")
+
+    config = quick_config()
+    results = [
+        sweep_record(config, first),
+        sweep_record(quick_config(lr=10.0), diverged),
+        sweep_record(quick_config(batch_size=64, optimizer="adam"), first),
+    ]
+    figure = plot_sweep(results)
+    texts = [text.get_text() for axes in figure.axes for text in axes.texts]
+    assert "diverged" in texts and "35.0%" in texts
+    assert [axes.get_title() for axes in figure.axes[:2]] == ["adam: validation accuracy", "sgd: validation accuracy"]
+    table = sweep_table(results).splitlines()
+    assert "35.0%" in table[2] and "diverged" in table[-1]
+
+    confusion = torch.arange(100).reshape(10, 10)
+    figure = plot_confusion(confusion, CLASSES)
+    axes = figure.axes[0]
+    assert axes.get_xlabel() == "predicted class" and axes.get_ylabel() == "true class"
+    assert [label.get_text() for label in axes.get_yticklabels()] == list(CLASSES)
+    with pytest.raises(ValueError, match="one row per class"):
+        plot_confusion(confusion[:3], CLASSES)
+
+
+def test_feature_map_plots_and_summary(tiny):
+    maps = feature_maps(fresh_model("plain"), tiny[0][0])
+    figure = plot_feature_maps(maps, max_channels=4)
+    assert len(figure.axes) == 8 * 4 and figure.axes[0].get_ylabel().startswith("conv1")
+    assert "raw channels" in figure._suptitle.get_text()
+    figure = plot_mean_abs_maps(maps)
+    assert [axes.get_title().split("\n")[0] for axes in figure.axes[:8]] == list(maps)
+    rows = feature_map_summary(maps)
+    assert [row["layer"] for row in rows] == list(maps)
+    assert rows[0]["shape"] == [16, 32, 32] and rows[-1]["shape"] == [128, 4, 4]
+    assert all(0.0 <= row["zero_fraction"] <= 1.0 and row["mean"] >= 0 for row in rows)  # after ReLU
+    table = format_feature_map_summary(rows)
+    assert table.splitlines()[0].split() == ["layer", "shape", "mean", "std", "zeros"]
+    assert len(table.splitlines()) == 2 + 8
