@@ -48,14 +48,18 @@ def mismatch(ours, theirs, rtol=None, atol=None):
 
 def preview(tensor, rows=3, cols=5):
     """The top-left `rows` x `cols` corner of the first matrix of `tensor` (first index elsewhere)."""
-    if tensor.dim() <= 1:
+    if tensor.dim() == 0:
+        return tensor
+    if tensor.dim() == 1:
         return tensor[:cols]
     leading = (0,) * (tensor.dim() - 2)
     return tensor[leading][:rows, :cols]
 
 
 def _slice_text(tensor):
-    if tensor.dim() <= 1:
+    if tensor.dim() == 0:
+        return ""
+    if tensor.dim() == 1:
         return "[:5]"
     return "[" + ", ".join(["0"] * (tensor.dim() - 2) + [":3", ":5"]) + "]"
 
@@ -65,7 +69,7 @@ def verdict(label, ours, theirs, *, rtol=None, atol=None, show=True):
 
     With `show`, prints each tensor's shape and dtype and a slice of both. The verdict line gives the
     largest absolute difference and whether the two are allclose at the dtype's tolerance.
-    Returns the largest absolute difference.
+    Returns nothing, so that a cell ending with a verdict shows only what it printed.
     """
     problem = mismatch(ours, theirs, rtol, atol)
     if show and isinstance(ours, torch.Tensor):
@@ -80,4 +84,3 @@ def verdict(label, ours, theirs, *, rtol=None, atol=None, show=True):
     print(f"{label}: max |ours - torch| = {difference:.1e}, allclose: {'no' if problem else 'yes'}")
     if problem:
         raise AssertionError(f"{label}: ours differs from torch: {problem}")
-    return difference

@@ -41,8 +41,7 @@ def _load_into(namespace, notebook=NOTEBOOK):
         code = compile(source, f"{Path(notebook).name}[cell {index}]", "exec")
         exec(code, namespace)  # noqa: S102 - the notebook is this repository's own source
     missing = [name for name in __all__ if not callable(namespace.get(name))]
-    if missing:  # TEMPORARY during development: restore the ImportError before committing
-        import warnings; warnings.warn(f"missing ops: {missing}"); return
+    if missing:
         raise ImportError(f"{notebook} defines no op cell for: {', '.join(missing)}")
 
 

@@ -164,6 +164,16 @@ def plot_confusion(confusion, classes):
     return figure
 
 
+def show_image(image, title):
+    """One uint8 ``[3, H, W]`` image, enlarged, with ``title``."""
+    figure = Figure(figsize=(2.5, 2.7), layout="constrained")
+    axes = figure.subplots()
+    axes.imshow(image.permute(1, 2, 0).cpu().numpy(), interpolation="nearest")
+    axes.set_title(title)
+    axes.set_axis_off()
+    return figure
+
+
 def feature_maps(model, image):
     """Return ``{layer name: activation [C, H, W]}`` for every convolution of ``model`` on one image.
 

@@ -66,7 +66,7 @@ def build_parser():
                               help="SGD momentum, in [0, 1) (default: 0.9)")
     optimization.add_argument("--nesterov", action="store_true", help="SGD with Nesterov momentum")
     optimization.add_argument("--weight-decay", type=_non_negative_float, default=0.0,
-                              help="L2 weight decay (default: 0)")
+                              help="weight decay (L2 in the gradient for sgd and adam, decoupled for adamw) (default: 0)")
     optimization.add_argument("--schedule", choices=SCHEDULES, default="constant",
                               help="learning-rate schedule, stepped per batch (default: constant)")
     optimization.add_argument("--warmup-epochs", type=_non_negative_float, default=0.0,

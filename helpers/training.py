@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from helpers.data import Augment, Batches
 
-OPTIMIZERS = ("sgd", "adam")
+OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "onecycle", "cosine")
 CHECKPOINT_NAME = "checkpoint.pt"
 HISTORY_NAME = "history.json"
@@ -41,7 +41,8 @@ class TrainConfig:
 
     ``schedule``: ``constant``; ``onecycle`` (``OneCycleLR`` peaking at ``lr``, stepped per batch;
     momentum stays ``momentum``); ``cosine`` (per batch from ``lr`` to 0, after a linear warm-up of
-    ``warmup_epochs``). ``momentum`` and ``nesterov`` apply to SGD only; Adam uses its default betas.
+    ``warmup_epochs``). ``momentum`` and ``nesterov`` apply to SGD only; Adam and AdamW use their default betas
+    (Adam adds ``weight_decay`` to the gradient, AdamW decays the weights directly).
     """
 
     optimizer: str
@@ -278,6 +279,8 @@ def make_optimizer(model, config):
             model.parameters(), lr=config.lr, momentum=config.momentum,
             nesterov=config.nesterov, weight_decay=config.weight_decay,
         )
+    if config.optimizer == "adamw":  # weight decay decoupled from the gradient (Loshchilov & Hutter)
+        return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
 
 

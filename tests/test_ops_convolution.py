@@ -38,6 +38,13 @@ def test_conv_transpose2d_takes_groups_before_dilation_positionally():
     assert mismatch(ops.conv_transpose2d(x, w, None, 2, 1, 1, 2, 3), expected) is None
 
 
+def _assert_same_gradients(ours, expected, inputs, cotangent, **tolerances):
+    """The gradients of `ours` and torch's `expected` output with respect to `inputs` agree."""
+    gradients = torch.autograd.grad(ours, inputs, cotangent), torch.autograd.grad(expected, inputs, cotangent)
+    for mine, theirs in zip(*gradients):
+        assert mismatch(mine, theirs, **tolerances) is None
+
+
 def _pair_of_calls(fn_ours, fn_torch, *args, **kwargs):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch warns that 'same' with an even kernel copies the input
@@ -55,8 +62,7 @@ def test_same_padding_is_asymmetric_like_torch(kernel, dilation):
     assert ours.shape == x.shape[:1] + (4,) + x.shape[2:]
     assert mismatch(ours, expected) is None
     cotangent = torch.randn(ours.shape, dtype=torch.float64, generator=generator)
-    for mine, theirs in zip(torch.autograd.grad(ours, (x, w), cotangent), torch.autograd.grad(expected, (x, w), cotangent)):
-        assert mismatch(mine, theirs) is None
+    _assert_same_gradients(ours, expected, (x, w), cotangent)
 
 
 def test_valid_padding_is_no_padding():
@@ -99,14 +105,21 @@ def test_the_assignment_cases():
     generator = torch.Generator().manual_seed(0)
     input = torch.randn(1, 3, 32, 32, generator=generator)
     torch.manual_seed(0)
-    layers = [torch.nn.Conv2d(3, 6, 3), torch.nn.Conv2d(3, 6, 5, stride=2, dilation=2), torch.nn.ConvTranspose2d(3, 4, 3)]
+    layers = [
+        torch.nn.Conv2d(3, 6, 3),
+        torch.nn.Conv2d(3, 6, 5, stride=2, dilation=2),
+        torch.nn.ConvTranspose2d(3, 4, 3),
+    ]
     shapes = [(1, 6, 30, 30), (1, 6, 12, 12), (1, 4, 34, 34)]
     with torch.no_grad():
         for layer, shape in zip(layers, shapes):
+            geometry = (layer.stride, layer.padding, layer.dilation, layer.groups)
             if isinstance(layer, torch.nn.ConvTranspose2d):
-                ours = ops.conv_transpose2d(input, layer.weight, layer.bias, layer.stride, layer.padding, layer.output_padding, layer.groups, layer.dilation)
+                stride, padding, dilation, groups = geometry
+                geometry = (stride, padding, layer.output_padding, groups, dilation)
+                ours = ops.conv_transpose2d(input, layer.weight, layer.bias, *geometry)
             else:
-                ours = ops.conv2d(input, layer.weight, layer.bias, layer.stride, layer.padding, layer.dilation, layer.groups)
+                ours = ops.conv2d(input, layer.weight, layer.bias, *geometry)
             assert ours.shape == shape
             assert mismatch(ours, layer(input)) is None
 
@@ -156,7 +169,10 @@ def _force(monkeypatch, algorithm):
     """Make the ops take one algorithm on these small inputs: the stride-1 tap loop, or im2col built one
     kernel row at a time."""
     if algorithm == "taps":
-        monkeypatch.setattr(ops, "_conv2d_uses_taps", lambda x_pad, kernel, stride, out, groups: stride == (1, 1) and groups == 1)
+        def taps_whenever_possible(x_pad, stride, output_size, groups):
+            return stride == (1, 1) and groups == 1
+
+        monkeypatch.setattr(ops, "_conv2d_uses_taps", taps_whenever_possible)
     else:
         monkeypatch.setattr(ops, "_conv2d_uses_taps", lambda *args: False)
         monkeypatch.setattr(ops, "_CONV2D_COLUMNS_BYTES", 1)
@@ -181,18 +197,17 @@ def test_every_algorithm_matches_torch(monkeypatch, algorithm, name):
 
 
 def test_q2_layer_shape_takes_the_tap_loop_and_matches_torch():
-    """A Q2-sized stride-1 layer (large image) runs the tap loop without forcing it."""
+    """A Q2 layer shape (a large image for its kernel) takes the tap loop without forcing it."""
     generator = torch.Generator().manual_seed(7)
-    x = torch.randn(64, 16, 32, 32, generator=generator).to(memory_format=torch.channels_last).requires_grad_()
+    x = torch.randn(16, 16, 32, 32, generator=generator).to(memory_format=torch.channels_last).requires_grad_()
     w = torch.randn(16, 16, 3, 3, generator=generator).mul_(0.1).requires_grad_()
     b = torch.randn(16, generator=generator).requires_grad_()
     x_pad = ops._conv2d_pad(x.detach().permute(0, 2, 3, 1), (1, 1, 1, 1))
-    assert ops._conv2d_uses_taps(x_pad, (3, 3), (1, 1), (32, 32), 1)
+    assert ops._conv2d_uses_taps(x_pad, (1, 1), (32, 32), 1)
     ours, expected = ops.conv2d(x, w, b, padding=1), F.conv2d(x, w, b, padding=1)
     assert mismatch(ours, expected) is None
     cotangent = torch.randn(ours.shape, generator=generator)
-    for mine, theirs in zip(torch.autograd.grad(ours, (x, w, b), cotangent), torch.autograd.grad(expected, (x, w, b), cotangent)):
-        assert mismatch(mine, theirs, rtol=1e-4, atol=1e-3) is None
+    _assert_same_gradients(ours, expected, (x, w, b), cotangent, rtol=1e-4, atol=1e-3)
 
 
 @pytest.mark.parametrize(
@@ -203,7 +218,8 @@ def test_integer_tensors_like_torch(name, dtype):
     x = torch.randint(-5, 5, (2, 4, 6, 7), generator=generator, dtype=dtype)
     w = torch.randint(-3, 3, (4, 2, 3, 3), generator=generator, dtype=dtype)
     b = torch.randint(-3, 3, (4,), generator=generator, dtype=dtype)
-    ours, expected = getattr(ops, name)(x, w, b, stride=2, padding=1, groups=2), getattr(F, name)(x, w, b, stride=2, padding=1, groups=2)
+    settings = dict(stride=2, padding=1, groups=2)
+    ours, expected = getattr(ops, name)(x, w, b, **settings), getattr(F, name)(x, w, b, **settings)
     assert ours.dtype == dtype and torch.equal(ours, expected)
 
 
@@ -256,3 +272,59 @@ def test_weight_that_needs_no_gradient_keeps_no_input_copy():
     (grad_x,) = torch.autograd.grad(out.sum(), x)
     (expected,) = torch.autograd.grad(F.conv2d(x, w, padding=1).sum(), x)
     assert mismatch(grad_x, expected) is None
+
+
+@pytest.mark.parametrize("algorithm", ["default", "taps", "row_chunks"])
+@pytest.mark.parametrize("name", ["conv2d", "conv_transpose2d"])
+@pytest.mark.parametrize(
+    "settings",
+    [
+        dict(stride=2, padding=1, groups=2),
+        dict(stride=1, padding=(2, 1), dilation=(1, 2)),
+        dict(stride=(1, 3), groups=4),
+    ],
+)
+def test_wide_layers_match_torch(monkeypatch, algorithm, name, settings):
+    """Many channels per group take the pixels-by-channels im2col layout (the sweep's narrow layers the other)."""
+    if algorithm != "default":
+        _force(monkeypatch, algorithm)
+    generator = torch.Generator().manual_seed(10)
+    x = torch.randn(3, 16, 9, 10, dtype=torch.float64, generator=generator, requires_grad=True)
+    groups = settings.get("groups", 1)
+    weight_shape = (32, 16 // groups, 3, 2) if name == "conv2d" else (16, 32 // groups, 3, 2)  # 32 outputs
+    w = torch.randn(weight_shape, dtype=torch.float64, generator=generator, requires_grad=True)
+    b = torch.randn(32, dtype=torch.float64, generator=generator, requires_grad=True)
+    ours, expected = getattr(ops, name)(x, w, b, **settings), getattr(F, name)(x, w, b, **settings)
+    assert mismatch(ours, expected) is None
+    cotangent = torch.randn(ours.shape, dtype=torch.float64, generator=generator)
+    _assert_same_gradients(ours, expected, (x, w, b), cotangent)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        dict(stride=2, padding=2, dilation=2),
+        dict(stride=(2, 3), padding=(1, 2), dilation=(4, 3)),
+        dict(stride=(4, 1), padding=(3, 0), dilation=(2, 2), groups=2),
+    ],
+)
+def test_stride_and_dilation_with_a_common_factor(settings):
+    """gcd(stride, dilation) > 1: conv2d keeps only the rows and columns the windows read."""
+    generator = torch.Generator().manual_seed(11)
+    x = torch.randn(2, 4, 17, 15, dtype=torch.float64, generator=generator, requires_grad=True)
+    w = torch.randn(6, 4 // settings.get("groups", 1), 3, 3, dtype=torch.float64, generator=generator, requires_grad=True)
+    b = torch.randn(6, dtype=torch.float64, generator=generator, requires_grad=True)
+    ours, expected = ops.conv2d(x, w, b, **settings), F.conv2d(x, w, b, **settings)
+    assert mismatch(ours, expected) is None
+    cotangent = torch.randn(ours.shape, dtype=torch.float64, generator=generator)
+    _assert_same_gradients(ours, expected, (x, w, b), cotangent)
+
+
+@pytest.mark.parametrize("name", ["conv2d", "conv_transpose2d"])
+def test_double_backward_is_refused_rather_than_wrong(name):
+    """The backward is hand-written from detached saved tensors: a second derivative raises."""
+    x = torch.randn(1, 2, 5, 5, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(2, 2, 3, 3, dtype=torch.float64, requires_grad=True)
+    (grad_x,) = torch.autograd.grad(getattr(ops, name)(x, w, padding=1).sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError):
+        grad_x.sum().backward()

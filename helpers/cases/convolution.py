@@ -133,6 +133,8 @@ def _make_conv_transpose2d(rng, generator, dtype):
 
 def _bad_conv2d():
     x, w = torch.randn(2, 4, 8, 8), torch.randn(6, 4, 3, 3)
+    one_per_group = torch.randn(6, 1, 3, 3)
+    wrong_dims = r"Expected 3D \(unbatched\) or 4D \(batched\) input to conv2d"
 
     def call(label, match, **changes):
         return BadCase(dict(dict(input=x, weight=w), **changes), match, label)
@@ -146,14 +148,23 @@ def _bad_conv2d():
         call("negative dilation", r"non-positive dilation", dilation=(-1, 1)),
         call("zero groups", r"non-positive groups", groups=0),
         call("negative groups", r"non-positive groups", groups=-2),
-        call("out_channels not divisible by groups", r"groups=4.*divisible by 4", weight=torch.randn(6, 1, 3, 3), groups=4),
-        call("in_channels not divisible by groups", r"groups=3.*input.*3 channels, but got 4", weight=torch.randn(6, 1, 3, 3), groups=3),
-        call("weight channels do not match the input's", r"input.*to have 3 channels, but got 4", weight=torch.randn(6, 3, 3, 3)),
-        call("weight channels times groups do not match", r"groups=2.*input.*to have 8 channels", groups=2),
-        call("input smaller than the kernel", r"Kernel size can't be greater than actual input size", input=torch.randn(1, 4, 2, 2)),
-        call("input smaller than the dilated kernel", r"Kernel size .*dilated.* can't be greater", input=torch.randn(1, 4, 4, 9), dilation=2),
-        call("2-D input", r"Expected 3D \(unbatched\) or 4D \(batched\) input to conv2d", input=torch.randn(4, 8)),
-        call("5-D input", r"Expected 3D \(unbatched\) or 4D \(batched\) input to conv2d", input=torch.randn(1, 2, 4, 8, 8)),
+        call("out_channels not divisible by groups", r"groups=4.*divisible by 4", weight=one_per_group, groups=4),
+        call("in_channels not divisible by groups", r"groups=3.*3 channels, but got 4", weight=one_per_group, groups=3),
+        call("weight in_channels differ", r"have 3 channels, but got 4", weight=torch.randn(6, 3, 3, 3)),
+        call("weight in_channels times groups differ", r"groups=2.*input.*to have 8 channels", groups=2),
+        call(
+            "input smaller than the kernel",
+            r"Kernel size can't be greater than actual input size",
+            input=torch.randn(1, 4, 2, 2),
+        ),
+        call(
+            "input smaller than the dilated kernel",
+            r"Kernel size .*dilated.* can't be greater",
+            input=torch.randn(1, 4, 4, 9),
+            dilation=2,
+        ),
+        call("2-D input", wrong_dims, input=torch.randn(4, 8)),
+        call("5-D input", wrong_dims, input=torch.randn(1, 2, 4, 8, 8)),
         call("3-D weight", r"expected weight to be 4-D", weight=torch.randn(6, 4, 3)),
         call("2-D weight", r"expected weight to be 4-D", weight=torch.randn(6, 4)),
         call("5-D weight", r"expected weight to be 4-D", weight=torch.randn(6, 4, 3, 3, 1)),
@@ -161,17 +172,23 @@ def _bad_conv2d():
         call("2-D bias", r"expected bias to be 1-dimensional with 6 elements", bias=torch.randn(6, 1)),
         call("unknown padding string", r"Invalid padding string: 'full'", padding="full"),
         call("padding string in capitals", r"Invalid padding string: 'SAME'", padding="SAME"),
-        call("'same' with a stride", r"padding='same' is not supported for strided convolutions", padding="same", stride=2),
-        call("'same' with a stride in one dimension", r"padding='same' is not supported for strided", padding="same", stride=(1, 2)),
-        call("stride with three values", r"expected stride to be a single integer value or a list of 2 values", stride=(1, 1, 1)),
+        call("'same' with a stride", r"padding='same' is not supported for strided", padding="same", stride=2),
+        call("'same' with a stride in one dim", r"'same' is not supported for strided", padding="same", stride=(1, 2)),
+        call("stride with three values", r"stride to be a single integer value or a list of 2", stride=(1, 1, 1)),
         call("float stride", r"stride must be an int", stride=1.5),
-        call("weight dtype differs from the input's", r"input type .*float32.* and weight type .*float64", weight=w.double()),
-        call("bias dtype differs from the input's", r"input type .*float32.* and bias type .*float64", bias=torch.randn(6, dtype=torch.float64)),
+        call("weight dtype differs from the input's", r"type .*float32.* and weight type .*float64", weight=w.double()),
+        call(
+            "bias dtype differs from the input's",
+            r"input type .*float32.* and bias type .*float64",
+            bias=torch.randn(6, dtype=torch.float64),
+        ),
     ]
 
 
 def _bad_conv_transpose2d():
     x, w = torch.randn(2, 4, 8, 8), torch.randn(4, 3, 3, 3)
+    wrong_dims = r"Expected 3D \(unbatched\) or 4D \(batched\) input to conv_transpose2d"
+    too_large = r"output padding must be smaller than either stride or dilation"
 
     def call(label, match, **changes):
         return BadCase(dict(dict(input=x, weight=w), **changes), match, label)
@@ -185,26 +202,41 @@ def _bad_conv_transpose2d():
         call("zero groups", r"non-positive groups", groups=0),
         call("in_channels not divisible by groups", r"groups=3.*divisible by 3", groups=3),
         call("groups larger than in_channels", r"groups=8.*divisible by 8", groups=8),
-        call("weight in_channels do not match the input's", r"input.*to have 3 channels, but got 4", weight=torch.randn(3, 3, 3, 3)),
-        call("output_padding equal to the stride", r"output padding must be smaller than either stride or dilation", stride=2, output_padding=2),
-        call("output_padding with stride 1 and dilation 1", r"output padding must be smaller than either stride or dilation", output_padding=1),
-        call("output_padding too large in one dimension", r"output padding must be smaller", stride=(2, 1), output_padding=(0, 1)),
+        call("weight in_channels differ", r"have 3 channels, but got 4", weight=torch.randn(3, 3, 3, 3)),
+        call("output_padding equal to the stride", too_large, stride=2, output_padding=2),
+        call("output_padding with stride 1 and dilation 1", too_large, output_padding=1),
+        call("output_padding too large in one dimension", too_large, stride=(2, 1), output_padding=(0, 1)),
         call("negative output_padding", r"negative output_padding", output_padding=-1),
         call("output smaller than 1", r"Output size is too small", input=torch.randn(1, 4, 1, 1), padding=2),
-        call("output of size 0", r"Output size is too small", input=torch.randn(1, 4, 1, 1), weight=torch.randn(4, 3, 2, 2), padding=1),
-        call("2-D input", r"Expected 3D \(unbatched\) or 4D \(batched\) input to conv_transpose2d", input=torch.randn(4, 8)),
-        call("5-D input", r"Expected 3D \(unbatched\) or 4D \(batched\) input to conv_transpose2d", input=torch.randn(1, 1, 4, 8, 8)),
+        call(
+            "output of size 0",
+            r"Output size is too small",
+            input=torch.randn(1, 4, 1, 1),
+            weight=torch.randn(4, 3, 2, 2),
+            padding=1,
+        ),
+        call("2-D input", wrong_dims, input=torch.randn(4, 8)),
+        call("5-D input", wrong_dims, input=torch.randn(1, 1, 4, 8, 8)),
         call("3-D weight", r"expected weight to be 4-D", weight=torch.randn(4, 3, 3)),
         call("bias of the wrong size", r"expected bias to be 1-dimensional with 3 elements", bias=torch.randn(4)),
         call("padding given as a string", r"'padding' must be tuple of ints, not str", padding="same"),
-        call("output_padding with three values", r"expected output_padding to be a single integer value or a list of 2", stride=2, output_padding=(1, 1, 1)),
-        call("weight dtype differs from the input's", r"input type .*float32.* and weight type .*float64", weight=w.double()),
+        call(
+            "output_padding with three values",
+            r"expected output_padding to be a single integer value or a list of 2",
+            stride=2,
+            output_padding=(1, 1, 1),
+        ),
+        call("weight dtype differs from the input's", r"type .*float32.* and weight type .*float64", weight=w.double()),
     ]
 
 
 CASES = {
     "conv2d": OpCases(reference=_torch_conv2d, make=_make_conv2d, bad=_bad_conv2d, rtol=1e-4, atol=5e-5),
     "conv_transpose2d": OpCases(
-        reference=F.conv_transpose2d, make=_make_conv_transpose2d, bad=_bad_conv_transpose2d, rtol=1e-4, atol=5e-5
+        reference=F.conv_transpose2d,
+        make=_make_conv_transpose2d,
+        bad=_bad_conv_transpose2d,
+        rtol=1e-4,
+        atol=5e-5,
     ),
 }
