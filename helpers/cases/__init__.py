@@ -54,13 +54,7 @@ GROUPS = ("pooling", "convolution", "layers", "losses")
 def _collect():
     registry = {}
     for group in GROUPS:
-        try:
-            module = importlib.import_module(f"{__name__}.{group}")
-        except ModuleNotFoundError as error:
-            if error.name != f"{__name__}.{group}":
-                raise
-            continue
-        registry.update(module.CASES)
+        registry.update(importlib.import_module(f"{__name__}.{group}").CASES)
     return registry
 
 
