@@ -7,6 +7,7 @@ Q1 notebook's sweeps and the tests in `tests/` check the same things the same wa
 from dataclasses import dataclass, field
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from helpers.cases import OPS
 from helpers.compare import mismatch
@@ -195,3 +196,20 @@ def show_error(fn, *args, **kwargs):
         print(f"{type(error).__name__}: {error}")
     else:
         raise AssertionError(f"{getattr(fn, '__name__', fn)} accepted invalid arguments")
+
+
+class RecordOperators(TorchDispatchMode):
+    """Within ``with RecordOperators() as recorder:``, list in ``recorder.seen`` the name of every
+    operator (aten, torchvision) that reaches the dispatcher, forward and backward, in call order.
+
+    The tests use it to prove that no built-in kernel of a Q1 op runs inside ours, and that an
+    invalid call raises before any tensor work.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.seen.append(func.name())
+        return func(*args, **(kwargs or {}))

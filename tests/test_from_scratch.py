@@ -7,10 +7,10 @@ own kernel for one of the eleven ops, nor im2col/col2im (F.unfold/F.fold).
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from helpers import ops
 from helpers.cases import OPS
+from helpers.checks import RecordOperators
 
 FORBIDDEN_WORDS = (
     "conv",  # convolution, _convolution, mkldnn_convolution, slow_conv*, conv_transpose*, cudnn_*
@@ -27,14 +27,6 @@ FORBIDDEN_WORDS = (
 )
 
 
-class RecordOperators(TorchDispatchMode):
-    def __init__(self):
-        super().__init__()
-        self.seen = set()
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.seen.add(func.name())
-        return func(*args, **(kwargs or {}))
 
 
 def _tensors_requiring_grad(kwargs, names):

@@ -7,11 +7,11 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from helpers import ops
 from helpers.cases import OPS
 from helpers.compare import mismatch
+from helpers.checks import RecordOperators
 
 
 def _torch_signature(function):
@@ -242,21 +242,13 @@ def test_output_padding_allowed_below_the_dilation_with_stride_1():
     assert mismatch(ours, F.conv_transpose2d(x, w, output_padding=(2, 1), dilation=3)) is None
 
 
-class _RecordOperators(TorchDispatchMode):
-    def __init__(self):
-        super().__init__()
-        self.seen = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.seen.append(func.name())
-        return func(*args, **(kwargs or {}))
 
 
 @pytest.mark.parametrize("name", ["conv2d", "conv_transpose2d"])
 def test_invalid_calls_raise_before_any_tensor_work(name):
     """Each invalid call raises like torch before a single tensor operation runs."""
     for bad in OPS[name].bad():
-        recorder = _RecordOperators()
+        recorder = RecordOperators()
         with pytest.raises(Exception, match=bad.match), recorder:
             getattr(ops, name)(**bad.kwargs)
         assert recorder.seen == [], f"{bad.label}: ran {recorder.seen} before raising"

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from helpers import ops
+from helpers.checks import RecordOperators
 
 
 def _parameters(function):
@@ -21,14 +21,6 @@ def _double(*shape, generator=None, scale=1.0, offset=0.0):
     return torch.randn(*shape, generator=generator, dtype=torch.float64) * scale + offset
 
 
-class _RecordOperators(TorchDispatchMode):
-    def __init__(self):
-        super().__init__()
-        self.seen = set()
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.seen.add(func.name())
-        return func(*args, **(kwargs or {}))
 
 
 # ----------------------------------------------------------------------------------------- flatten
@@ -152,7 +144,7 @@ def test_sigmoid_supports_double_backward():
 
 
 def test_sigmoid_runs_no_sigmoid_kernel_forward_or_backward():
-    recorder = _RecordOperators()
+    recorder = RecordOperators()
     x = torch.tensor([-1000.0, 0.5, 1000.0], requires_grad=True)
     with recorder:
         ops.sigmoid(x).sum().backward()
@@ -309,7 +301,7 @@ def test_double_backward_is_refused_not_silently_wrong():
 
 
 def test_batch_norm_runs_no_batch_norm_kernel():
-    recorder = _RecordOperators()
+    recorder = RecordOperators()
     x = torch.randn(4, 3, 5, 5, requires_grad=True)
     weight, bias = torch.ones(3, requires_grad=True), torch.zeros(3, requires_grad=True)
     with recorder:

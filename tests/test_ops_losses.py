@@ -7,9 +7,9 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from helpers import ops
+from helpers.checks import RecordOperators
 
 
 def _parameters(function):
@@ -17,14 +17,6 @@ def _parameters(function):
     return [(p.name, p.default, p.kind) for p in inspect.signature(function).parameters.values()]
 
 
-class _RecordOperators(TorchDispatchMode):
-    def __init__(self):
-        super().__init__()
-        self.seen = set()
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.seen.add(func.name())
-        return func(*args, **(kwargs or {}))
 
 
 def _both(function_name, kwargs, grad_wrt=("input",), cotangent_seed=0):
@@ -171,7 +163,7 @@ def test_out_of_range_class_index_is_an_index_error_like_torch():
 
 
 def test_cross_entropy_uses_no_softmax_logsumexp_or_nll_kernel():
-    recorder = _RecordOperators()
+    recorder = RecordOperators()
     input = torch.randn(4, 5, requires_grad=True)
     with recorder:
         ops.cross_entropy(input, torch.tensor([0, 1, 2, 3]), label_smoothing=0.1).backward()
@@ -276,7 +268,7 @@ def test_mse_refuses_like_torch(kwargs, error, pattern):
 
 
 def test_mse_uses_no_mse_kernel():
-    recorder = _RecordOperators()
+    recorder = RecordOperators()
     input = torch.randn(3, 4, requires_grad=True)
     with recorder:
         for reduction in ("none", "mean", "sum"):

@@ -6,10 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from helpers import ops
 from helpers.cases import OPS
+from helpers.checks import RecordOperators
 
 NAN, INF = float("nan"), float("inf")
 
@@ -19,14 +19,6 @@ def _parameters(function):
     return [(p.name, p.default, p.kind) for p in inspect.signature(function).parameters.values()]
 
 
-class _RecordOperators(TorchDispatchMode):
-    def __init__(self):
-        super().__init__()
-        self.seen = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.seen.append(func.name())
-        return func(*args, **(kwargs or {}))
 
 
 def _grad(fn, x, *args, cotangent=None, **kwargs):
@@ -282,7 +274,7 @@ def test_invalid_arguments_are_refused_before_any_work(op):
     for bad in OPS[op].bad():
         if "dtype" in bad.label or "integer input" in bad.label:
             continue
-        recorder = _RecordOperators()
+        recorder = RecordOperators()
         with pytest.raises(Exception, match=bad.match):
             with recorder:
                 getattr(ops, op)(**bad.kwargs)
