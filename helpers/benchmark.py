@@ -46,29 +46,28 @@ def _boxes(count, image_size, generator):
     return torch.cat([index, low, high], dim=1)
 
 
+def _convolution(name, op, input_shape, weight_shape, generator, **options):
+    """A conv2d or conv_transpose2d workload with a bias, differentiated in input, weight and bias."""
+    out_channels = weight_shape[1] if op == "conv_transpose2d" else weight_shape[0]
+    return Workload(
+        name, op,
+        lambda: dict(input=_randn(*input_shape, channels_last=True, generator=generator),
+                     weight=_randn(*weight_shape, generator=generator) * 0.1,
+                     bias=_randn(out_channels, generator=generator), **options),
+        grad_wrt=("input", "weight", "bias"))
+
+
 def workloads():
     """The benchmark's workloads: every Q2 layer's op at batch 128, plus the Q1 extras."""
     g = torch.Generator().manual_seed(0)
     items = []
     for c_in, c_out, size in Q2_CONVS:
-        items.append(Workload(
-            f"conv2d {c_in}->{c_out} {size}x{size}", "conv2d",
-            lambda c_in=c_in, c_out=c_out, size=size: dict(
-                input=_randn(BATCH, c_in, size, size, channels_last=True, generator=g),
-                weight=_randn(c_out, c_in, 3, 3, generator=g) * 0.1, bias=_randn(c_out, generator=g), padding=1),
-            grad_wrt=("input", "weight", "bias")))
-    items.append(Workload(
-        "conv2d 16->32 32x32 stride 2 dilation 2", "conv2d",
-        lambda: dict(input=_randn(BATCH, 16, 32, 32, channels_last=True, generator=g),
-                     weight=_randn(32, 16, 3, 3, generator=g) * 0.1, bias=_randn(32, generator=g),
-                     stride=2, padding=2, dilation=2),
-        grad_wrt=("input", "weight", "bias")))
-    items.append(Workload(
-        "conv_transpose2d 32->16 16x16 stride 2", "conv_transpose2d",
-        lambda: dict(input=_randn(BATCH, 32, 16, 16, channels_last=True, generator=g),
-                     weight=_randn(32, 16, 3, 3, generator=g) * 0.1, bias=_randn(16, generator=g),
-                     stride=2, padding=1, output_padding=1),
-        grad_wrt=("input", "weight", "bias")))
+        items.append(_convolution(f"conv2d {c_in}->{c_out} {size}x{size}", "conv2d", (BATCH, c_in, size, size),
+                                  (c_out, c_in, 3, 3), g, padding=1))
+    items.append(_convolution("conv2d 16->32 32x32 stride 2 dilation 2", "conv2d", (BATCH, 16, 32, 32),
+                              (32, 16, 3, 3), g, stride=2, padding=2, dilation=2))
+    items.append(_convolution("conv_transpose2d 32->16 16x16 stride 2", "conv_transpose2d", (BATCH, 32, 16, 16),
+                              (32, 16, 3, 3), g, stride=2, padding=1, output_padding=1))
     for channels, size in Q2_MAPS[:3]:
         items.append(Workload(
             f"max_pool2d 2x2 {channels}x{size}x{size}", "max_pool2d",
