@@ -6,10 +6,14 @@ and a linear classifier: 294,810 parameters. The ``bn`` net adds ``BatchNorm2d``
 by default without the learnable scale and shift (``affine=False``), so it too counts 294,810
 parameters, matching the assignment's table (``affine=True`` adds 2 x 16+16+32+32+64+64+128+128 = 960).
 
-``ops="scratch"`` builds the same nets whose convolution, max pool, batch norm and flatten run the
-Q1 implementations of :mod:`helpers.ops`. Each scratch layer subclasses the torch layer and only
-replaces ``forward``, so it holds the same parameters and buffers under the same names, draws the
-same initial weights from the same seed, and a checkpoint of one variant loads into the other.
+``ops="scratch"`` builds the same nets whose convolution, max pool, batch norm, average pool and
+flatten run the Q1 implementations of :mod:`helpers.ops` (``conv2d``, ``max_pool2d``,
+``batch_norm``, ``avg_pool2d``, ``flatten``); ReLU and the linear layer stay torch's, as they are
+not Q1 ops. Each scratch layer subclasses the torch layer and only replaces ``forward`` (the
+adaptive average pool also checks its ``output_size``), so it holds the same parameters and buffers
+under the same names, draws the same initial weights from the same seed, and a checkpoint of one
+variant loads into the other. The training loss of a scratch net, ``helpers.ops.cross_entropy``,
+is chosen by ``helpers.training.train(..., ops="scratch")``.
 """
 
 import contextlib
@@ -30,7 +34,7 @@ PARAMETER_COUNT = 294_810
 CONV_CHANNELS = (16, 16, 32, 32, 64, 64, 128, 128)
 POOL_AFTER = (2, 4, 6)
 FINAL_MAP_SIZE = INPUT_SIZE[1] // 2 ** len(POOL_AFTER)
-SCRATCH_OPS = ("conv2d", "max_pool2d", "batch_norm", "flatten")
+SCRATCH_OPS = ("conv2d", "max_pool2d", "batch_norm", "avg_pool2d", "flatten")
 
 
 def build_model(name="plain", affine=False, ops="torch"):
@@ -95,7 +99,10 @@ def _build(layers, batch_norm, affine):
         in_channels = out_channels
     # The same global average over the final 4x4 maps either way; the two layer types reproduce
     # the assignment's two torchsummary tables (AvgPool2d in Q2a, AdaptiveAvgPool2d in Q2b).
-    modules["avgpool"] = nn.AdaptiveAvgPool2d(1) if batch_norm else nn.AvgPool2d(FINAL_MAP_SIZE)
+    if batch_norm:
+        modules["avgpool"] = layers["adaptive_avg_pool"](1)
+    else:
+        modules["avgpool"] = layers["avg_pool"](FINAL_MAP_SIZE)
     modules["flatten"] = layers["flatten"]()
     modules["fc"] = nn.Linear(in_channels, NUM_CLASSES)
     model = nn.Sequential(modules)
@@ -120,7 +127,14 @@ def _initialize(model):
 
 
 def _torch_layers():
-    return {"conv": nn.Conv2d, "max_pool": nn.MaxPool2d, "batch_norm": nn.BatchNorm2d, "flatten": nn.Flatten}
+    return {
+        "conv": nn.Conv2d,
+        "max_pool": nn.MaxPool2d,
+        "batch_norm": nn.BatchNorm2d,
+        "avg_pool": nn.AvgPool2d,
+        "adaptive_avg_pool": nn.AdaptiveAvgPool2d,
+        "flatten": nn.Flatten,
+    }
 
 
 def _scratch_layers():
@@ -128,6 +142,8 @@ def _scratch_layers():
         "conv": ScratchConv2d,
         "max_pool": ScratchMaxPool2d,
         "batch_norm": ScratchBatchNorm2d,
+        "avg_pool": ScratchAvgPool2d,
+        "adaptive_avg_pool": ScratchAdaptiveAvgPool2d,
         "flatten": ScratchFlatten,
     }
 
@@ -195,6 +211,50 @@ class ScratchBatchNorm2d(nn.BatchNorm2d):
             momentum,
             self.eps,
         )
+
+
+class ScratchAvgPool2d(nn.AvgPool2d):
+    """``nn.AvgPool2d`` whose forward runs :func:`helpers.ops.avg_pool2d`."""
+
+    def forward(self, input):
+        avg_pool2d = _scratch_op("avg_pool2d")
+        return avg_pool2d(
+            input, self.kernel_size, self.stride, self.padding,
+            ceil_mode=self.ceil_mode, count_include_pad=self.count_include_pad,
+            divisor_override=self.divisor_override,
+        )
+
+
+class ScratchAdaptiveAvgPool2d(nn.AdaptiveAvgPool2d):
+    """``nn.AdaptiveAvgPool2d`` to a 1x1 output (a global average), computed by :func:`helpers.ops.avg_pool2d`.
+
+    With output size 1 the adaptive pool is one window over the whole plane, i.e. ``avg_pool2d``
+    with the input's spatial size as kernel. Other output sizes have, in general, windows whose size
+    and step vary across the plane, which one ``avg_pool2d`` call cannot express, so they are refused
+    when the layer is built.
+    """
+
+    def __init__(self, output_size):
+        if not _is_one_by_one(output_size):
+            raise ValueError(
+                f"ScratchAdaptiveAvgPool2d supports output_size=1 or (1, 1) only (a global average), "
+                f"got output_size={output_size!r}"
+            )
+        super().__init__(output_size)
+
+    def forward(self, input):
+        avg_pool2d = _scratch_op("avg_pool2d")
+        return avg_pool2d(input, tuple(input.shape[-2:]))
+
+
+def _is_one_by_one(output_size):
+    """True for an output size of 1 or (1, 1) (ints, not bools or floats)."""
+    def is_one(value):
+        return isinstance(value, int) and not isinstance(value, bool) and value == 1
+
+    if isinstance(output_size, (tuple, list)):
+        return len(output_size) == 2 and all(is_one(value) for value in output_size)
+    return is_one(output_size)
 
 
 class ScratchFlatten(nn.Flatten):

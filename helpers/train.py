@@ -54,7 +54,9 @@ def build_parser():
     model.add_argument("--affine", action="store_true",
                        help="bn net only: learnable BatchNorm scale and shift (+960 parameters)")
     model.add_argument("--ops", choices=OPS_CHOICES, default="torch",
-                       help="torch layers, or the Q1 from-scratch ops of helpers.ops (slow) (default: torch)")
+                       help="torch layers and loss, or the Q1 from-scratch ops of helpers.ops for the "
+                            "convolutions, pools, batch norms, flatten and the cross-entropy loss (slower) "
+                            "(default: torch)")
 
     optimization = parser.add_argument_group("optimization")
     optimization.add_argument("--epochs", type=_positive_int, default=20, help="number of epochs (default: 20)")
@@ -97,7 +99,7 @@ def build_parser():
     run = parser.add_argument_group("run")
     run.add_argument("--run-dir", type=Path, default=None,
                      help="folder for checkpoint.pt, history.json, metrics.json and plots "
-                          "(default: runs/<model>-<optimizer>-lr<lr>-bs<batch size>-seed<seed>)")
+                          "(default: runs/<model>[-scratch]-<optimizer>-lr<lr>-bs<batch size>-seed<seed>)")
     run.add_argument("--resume", action="store_true",
                      help="continue the run saved in --run-dir (starts fresh if it has no checkpoint)")
     run.add_argument("--tta", action="store_true", help="test with horizontal-flip test-time augmentation")
@@ -146,7 +148,7 @@ def run(arguments, config):
     history = train(
         model, config, data.train_images[train_index], data.train_labels[train_index], *validation,
         run_dir=run_dir, resume=arguments.resume, progress=not arguments.no_progress,
-        device=device, num_threads=arguments.threads,
+        device=device, num_threads=arguments.threads, ops=arguments.ops,
     )
     metrics = {"status": history.status, "message": history.message, "epochs": history.epochs}
     if history.status != "diverged":
@@ -194,10 +196,12 @@ def validation_size(arguments, train_count):
 
 
 def default_run_dir(arguments, config):
-    """``runs/<model>-<optimizer>-lr<lr>-bs<batch size>-seed<seed>`` (with ``-quick`` for --quick)."""
-    name = f"{arguments.model}{'-affine' if arguments.affine else ''}-{config.optimizer}-lr{config.lr:g}"
-    name += f"-bs{config.batch_size}-seed{config.seed}{'-quick' if arguments.quick else ''}"
-    return Path("runs") / name
+    """``runs/<model>-<optimizer>-lr<lr>-bs<batch size>-seed<seed>`` (``<model>-scratch-...`` for
+    --ops scratch, with ``-quick`` for --quick)."""
+    name = arguments.model + ("-affine" if arguments.affine else "")
+    name += "-scratch" if arguments.ops == "scratch" else ""
+    name += f"-{config.optimizer}-lr{config.lr:g}-bs{config.batch_size}-seed{config.seed}"
+    return Path("runs") / (name + ("-quick" if arguments.quick else ""))
 
 
 def save_figures(run_dir, history, metrics):

@@ -4,10 +4,13 @@
 :class:`History`. With a ``run_dir`` it writes ``checkpoint.pt`` (model, optimizer, scheduler, RNG
 states, history, config) and ``history.json`` after every epoch, each atomically, and ``resume=True``
 continues a killed run from its last completed epoch to exactly the weights an uninterrupted run
-reaches: the data order and augmentation of an epoch depend only on (seed, epoch).
+reaches: the data order and augmentation of an epoch depend only on (seed, epoch). ``ops`` picks the
+training loss: torch's ``nn.CrossEntropyLoss`` or the Q1 ``helpers.ops.cross_entropy`` for a net
+built from the Q1 ops (``helpers.models.build_model(..., ops="scratch")``).
 """
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -24,6 +27,7 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from helpers.data import Augment, Batches
+from helpers.models import OPS_CHOICES
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "onecycle", "cosine")
@@ -169,6 +173,7 @@ def train(
     progress=True,
     device=None,
     num_threads=None,
+    ops="torch",
 ):
     """Train ``model`` (in place) as ``config`` says and return its :class:`History`.
 
@@ -180,9 +185,14 @@ def train(
     status ``diverged`` instead of raising. ``progress`` shows tqdm bars (widgets in a notebook).
     A fresh run seeds torch's, numpy's and Python's global RNGs with ``config.seed``; a resumed run
     restores the states saved with its checkpoint. The caller seeds the model's initial weights.
+    ``ops`` chooses the training loss (see :func:`make_loss_function`): ``"torch"`` or ``"scratch"``
+    (the Q1 op, to train a net built with ``ops="scratch"`` from the Q1 ops alone). The checkpoint
+    records it and a resume refuses another. Evaluation (validation, :func:`evaluate`) is torch's
+    either way: it only measures.
     """
     checkpoint_path = _check_train_arguments(config, train_images, train_labels, val_images, val_labels,
                                              run_dir, resume)
+    loss_function = make_loss_function(ops, config.label_smoothing)
     device = torch.device(device) if device is not None else default_device()
     if device.type == "cpu":
         torch.set_num_threads(num_threads or os.cpu_count())
@@ -196,9 +206,8 @@ def train(
     )
     optimizer = make_optimizer(model, config)
     scheduler = make_scheduler(optimizer, config, steps_per_epoch=len(batches))
-    loss_function = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     if resume and checkpoint_path.exists():
-        history = _resume_from(checkpoint_path, config, model, optimizer, scheduler)
+        history = _resume_from(checkpoint_path, config, ops, model, optimizer, scheduler)
     else:
         history = History()
         _seed_everything(config.seed)
@@ -218,7 +227,7 @@ def train(
             if history.epochs == config.epochs:
                 history.status = "completed"
             if run_dir is not None:
-                _save_checkpoint(checkpoint_path, model, optimizer, scheduler, history, config)
+                _save_checkpoint(checkpoint_path, model, optimizer, scheduler, history, config, ops)
             bar.set_postfix(_epoch_postfix(history), refresh=False)
             bar.update(1)
     if history.status == "running":  # resumed a run that had already completed every epoch
@@ -248,6 +257,25 @@ def _check_train_arguments(config, train_images, train_labels, val_images, val_l
             "or use another run_dir"
         )
     return checkpoint_path
+
+
+def make_loss_function(ops, label_smoothing=0.0):
+    """Return the training loss ``loss(logits, labels)``: the mean cross-entropy with ``label_smoothing``.
+
+    ``ops="torch"``: ``nn.CrossEntropyLoss``; ``ops="scratch"``: the Q1 :func:`helpers.ops.cross_entropy`,
+    so that a net built from the Q1 ops also trains without torch's softmax and NLL kernels. The two
+    compute the same function (tests/test_scratch_network.py checks losses and gradients). Raises
+    ValueError for another ``ops`` and ImportError when helpers.ops lacks ``cross_entropy``.
+    """
+    _check_choice("ops", ops, OPS_CHOICES)
+    if ops == "torch":
+        return nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+    from helpers import ops as q1_ops  # noqa: PLC0415 - the Q1 notebook loads only when asked for
+
+    cross_entropy = getattr(q1_ops, "cross_entropy", None)
+    if not callable(cross_entropy):
+        raise ImportError("helpers.ops defines no cross_entropy(); train(ops='scratch') needs it")
+    return functools.partial(cross_entropy, label_smoothing=label_smoothing)
 
 
 def _run_epoch(history, model, batches, optimizer, scheduler, loss_function, device, bar, val_images, val_labels):
@@ -417,11 +445,12 @@ def _write_atomic(path, write):
         raise
 
 
-def _save_checkpoint(path, model, optimizer, scheduler, history, config):
+def _save_checkpoint(path, model, optimizer, scheduler, history, config, ops):
     save_atomic(
         {
             "format": CHECKPOINT_FORMAT,
             "epoch": history.epochs,
+            "ops": ops,
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
@@ -434,8 +463,11 @@ def _save_checkpoint(path, model, optimizer, scheduler, history, config):
     write_json_atomic(path.parent / HISTORY_NAME, history.to_dict())
 
 
-def _resume_from(path, config, model, optimizer, scheduler):
-    """Load the checkpoint at ``path`` into the run's objects; return its history."""
+def _resume_from(path, config, ops, model, optimizer, scheduler):
+    """Load the checkpoint at ``path`` into the run's objects; return its history.
+
+    Checkpoints written before ``ops`` was recorded were all trained with torch's loss.
+    """
     checkpoint = load_checkpoint(path)
     saved_config = checkpoint["config"]
     if saved_config != config.to_dict():
@@ -445,6 +477,9 @@ def _resume_from(path, config, model, optimizer, scheduler):
             if saved_config.get(name) != value
         )
         raise ValueError(f"cannot resume {path} with a different config ({differences})")
+    saved_ops = checkpoint.get("ops", "torch")
+    if saved_ops != ops:
+        raise ValueError(f"cannot resume {path} with ops={ops!r}: it was trained with ops={saved_ops!r}")
     try:
         model.load_state_dict(checkpoint["model"])
     except RuntimeError as error:

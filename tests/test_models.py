@@ -24,7 +24,7 @@ def _scratch_ops_load():
 
 
 needs_scratch_ops = pytest.mark.skipif(
-    not _scratch_ops_load(), reason="helpers.ops lacks one of conv2d, max_pool2d, batch_norm, flatten"
+    not _scratch_ops_load(), reason=f"helpers.ops lacks one of {', '.join(SCRATCH_OPS)}"
 )
 
 
@@ -63,6 +63,20 @@ def test_bn_summary_table_counts_the_batch_norms():
     assert "Forward/backward pass size (MB): 1.46" in table
     assert "Estimated Total Size (MB): 2.60" in table
     assert "Total params: 295,770" in summary_table(build_model("bn", affine=True))
+
+
+@needs_scratch_ops
+@pytest.mark.parametrize("name", ["plain", "bn"])
+def test_scratch_summary_table_has_the_torch_table_s_shapes(name):
+    """Same rows, shapes and parameter counts; only the layer names say Scratch."""
+    def rows(table):
+        return [line.replace("Scratch", "").split() for line in table.splitlines()]
+
+    table = summary_table(build_model(name))
+    scratch_table = summary_table(build_model(name, ops="scratch"))
+    assert rows(scratch_table) == rows(table)
+    average_pool = "ScratchAvgPool2d-20" if name == "plain" else "ScratchAdaptiveAvgPool2d-28"
+    assert average_pool in scratch_table
 
 
 def test_summary_table_leaves_the_model_untouched():
@@ -143,6 +157,7 @@ def test_scratch_layers_call_helpers_ops_with_torch_arguments(monkeypatch):
     stand_in = types.ModuleType("helpers.ops")
     stand_in.conv2d, stand_in.max_pool2d = recorded(F.conv2d), recorded(F.max_pool2d)
     stand_in.batch_norm, stand_in.flatten = recorded(F.batch_norm), recorded(torch.flatten)
+    stand_in.avg_pool2d = recorded(F.avg_pool2d)
     monkeypatch.setitem(sys.modules, "helpers.ops", stand_in)
     monkeypatch.setattr(helpers, "ops", stand_in, raising=False)
     torch.manual_seed(0)
@@ -150,13 +165,24 @@ def test_scratch_layers_call_helpers_ops_with_torch_arguments(monkeypatch):
     torch.manual_seed(0)
     scratch = build_model("bn", affine=True, ops="scratch")
     images = torch.randn(3, 3, 32, 32)
-    torch.testing.assert_close(scratch(images), reference(images), rtol=0, atol=0)
-    assert sorted(set(calls)) == ["batch_norm", "conv2d", "flatten", "max_pool2d"]
+    # exact but for the global average: F.avg_pool2d over the whole 4x4 plane sums in another order
+    # than F.adaptive_avg_pool2d (the plain net below, AvgPool2d both ways, is exact)
+    close = dict(rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(scratch(images), reference(images), **close)
+    assert sorted(set(calls)) == ["avg_pool2d", "batch_norm", "conv2d", "flatten", "max_pool2d"]
     assert calls.count("conv2d") == 8 and calls.count("batch_norm") == 8 and calls.count("max_pool2d") == 3
+    assert calls.count("avg_pool2d") == 1
     assert all(torch.equal(a, b) for a, b in zip(scratch.state_dict().values(), reference.state_dict().values()))
     scratch.eval()
     reference.eval()
-    torch.testing.assert_close(scratch(images), reference(images), rtol=0, atol=0)
+    torch.testing.assert_close(scratch(images), reference(images), **close)
+    calls.clear()
+    torch.manual_seed(0)
+    plain_reference = build_model("plain")
+    torch.manual_seed(0)
+    plain_scratch = build_model("plain", ops="scratch")
+    torch.testing.assert_close(plain_scratch(images), plain_reference(images), rtol=0, atol=0)
+    assert sorted(set(calls)) == ["avg_pool2d", "conv2d", "flatten", "max_pool2d"]
 
 
 def test_scratch_net_without_the_ops_is_a_clear_error(monkeypatch):

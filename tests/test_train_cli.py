@@ -131,6 +131,39 @@ def test_a_tiny_run_writes_history_and_metrics_then_resumes(small_loader, tmp_pa
     assert "resume=True" in capsys.readouterr().err.strip().splitlines()[-1]
 
 
+def test_ops_scratch_builds_the_scratch_net_and_trains_with_the_q1_loss(small_loader, tmp_path, monkeypatch):
+    pytest.importorskip("helpers.ops")
+    seen = {}
+    real_train = cli.train
+
+    def recorded_train(model, *args, **kwargs):
+        seen["layers"] = {type(module).__name__ for module in model.modules()}
+        seen["ops"] = kwargs["ops"]
+        return real_train(model, *args, **kwargs)
+
+    monkeypatch.setattr(cli, "train", recorded_train)
+    run_dir = tmp_path / "run"
+    cli.main([
+        "--model", "plain", "--ops", "scratch", "--epochs", "1", "--batch-size", "32",
+        "--data-dir", str(small_loader), "--val-size", "20", "--run-dir", str(run_dir),
+        "--no-progress", "--threads", "1",
+    ])
+    assert seen["ops"] == "scratch"
+    assert {"ScratchConv2d", "ScratchMaxPool2d", "ScratchAvgPool2d", "ScratchFlatten"} <= seen["layers"]
+    assert torch.load(run_dir / "checkpoint.pt", weights_only=True)["ops"] == "scratch"
+    assert json.loads((run_dir / "metrics.json").read_text())["model"]["ops"] == "scratch"
+
+
+def test_the_default_run_dir_names_scratch_runs():
+    def default_name(*argv):
+        arguments = cli.build_parser().parse_args(argv)
+        return cli.default_run_dir(arguments, cli.config_from(arguments)).name
+
+    assert default_name() == "plain-sgd-lr0.05-bs128-seed0"
+    assert default_name("--ops", "scratch") == "plain-scratch-sgd-lr0.05-bs128-seed0"
+    assert default_name("--ops", "scratch", "--quick") == "plain-scratch-sgd-lr0.05-bs128-seed0-quick"
+
+
 def test_a_diverged_run_is_reported_not_raised(small_loader, tmp_path, capsys):
     run_dir = tmp_path / "run"
     cli.main([

@@ -243,6 +243,49 @@ def test_train_checks_its_data_before_any_work(tiny):
         run(fresh_model(), quick_config(), train_images, train_labels, resume=True)
 
 
+def test_train_refuses_an_unknown_ops_before_any_work(tiny):
+    model = fresh_model()
+    with pytest.raises(ValueError, match=r"ops must be one of \('torch', 'scratch'\), got 'numpy'"):
+        run(model, quick_config(), *tiny, ops="numpy")
+    assert model.conv1.weight.is_contiguous()  # not yet moved to channels_last: nothing ran
+
+
+def test_the_loss_follows_ops(tiny, monkeypatch):
+    torch_loss = training.make_loss_function("torch", label_smoothing=0.1)
+    assert isinstance(torch_loss, torch.nn.CrossEntropyLoss) and torch_loss.label_smoothing == 0.1
+    ops = pytest.importorskip("helpers.ops")
+    calls, cross_entropy = [], ops.cross_entropy
+
+    def recorded_cross_entropy(*args, **kwargs):
+        calls.append(kwargs)
+        return cross_entropy(*args, **kwargs)
+
+    monkeypatch.setattr(ops, "cross_entropy", recorded_cross_entropy)
+    history = run(fresh_model("plain"), quick_config(epochs=1, label_smoothing=0.1), *tiny, ops="scratch")
+    assert history.status == "completed"
+    assert calls == [{"label_smoothing": 0.1}] * 5  # 160 images in batches of 32; validation is torch's
+    monkeypatch.delattr(ops, "cross_entropy")
+    with pytest.raises(ImportError, match=r"helpers.ops defines no cross_entropy\(\)"):
+        run(fresh_model(), quick_config(), *tiny, ops="scratch")
+
+
+def test_a_resume_with_other_ops_is_refused(tiny, tmp_path):
+    pytest.importorskip("helpers.ops")
+    run(fresh_model(), quick_config(epochs=1), *tiny, run_dir=tmp_path)
+    path = tmp_path / "checkpoint.pt"
+    assert load_checkpoint(path)["ops"] == "torch"
+    refused = r"cannot resume .*checkpoint.pt with ops='scratch': it was trained with ops='torch'"
+    with pytest.raises(ValueError, match=refused):
+        run(fresh_model(), quick_config(epochs=1), *tiny, run_dir=tmp_path, resume=True, ops="scratch")
+    # a checkpoint written before ops was recorded was trained with torch's loss
+    checkpoint = load_checkpoint(path)
+    del checkpoint["ops"]
+    save_atomic(checkpoint, path)
+    assert run(fresh_model(), quick_config(epochs=1), *tiny, run_dir=tmp_path, resume=True).status == "completed"
+    with pytest.raises(ValueError, match=refused):
+        run(fresh_model(), quick_config(epochs=1), *tiny, run_dir=tmp_path, resume=True, ops="scratch")
+
+
 def test_schedules_follow_their_shapes():
     assert training.cosine_factor(0, warmup_steps=4, total_steps=20) == 0.25
     assert training.cosine_factor(4, warmup_steps=4, total_steps=20) == 1.0
