@@ -28,12 +28,13 @@ def show(figure):
     display({"image/png": buffer.getvalue()}, raw=True)
 
 
-def plot_curves(histories):
+def plot_curves(histories, log_loss=False):
     """Training and validation loss and accuracy against the epoch, for several runs on one figure.
 
     ``histories`` maps a run's name to its :class:`~helpers.training.History` (or its ``to_dict()``,
     e.g. read from history.json). Training curves are solid, validation curves dashed, one colour
-    per run; a run that diverged says so in the legend.
+    per run; a run that diverged says so in the legend. ``log_loss`` draws the loss on a log scale,
+    for runs whose losses differ by orders of magnitude (a run that blows up next to one that trains).
     """
     histories = _as_histories(histories)
     figure = Figure(figsize=(12, 4.5), layout="constrained")
@@ -42,18 +43,73 @@ def plot_curves(histories):
         color = f"C{index % 10}"
         label = name if history.status != "diverged" else f"{name} (diverged)"
         epochs = range(1, history.epochs + 1)
-        loss_axes.plot(epochs, history.train_loss, color=color, label=f"{label}: train")
-        accuracy_axes.plot(epochs, history.train_accuracy, color=color, label=f"{label}: train")
+        style = dict(color=color, marker="o", markersize=3)  # markers: a one-epoch run is a point, not a line
+        loss_axes.plot(epochs, history.train_loss, **style, label=f"{label}: train")
+        accuracy_axes.plot(epochs, history.train_accuracy, **style, label=f"{label}: train")
         if any(value is not None for value in history.val_loss):
-            loss_axes.plot(epochs, _none_to_nan(history.val_loss), "--", color=color, label=f"{label}: validation")
+            loss_axes.plot(epochs, _none_to_nan(history.val_loss), "--", **style, label=f"{label}: validation")
             accuracy_axes.plot(
-                epochs, _none_to_nan(history.val_accuracy), "--", color=color, label=f"{label}: validation"
+                epochs, _none_to_nan(history.val_accuracy), "--", **style, label=f"{label}: validation"
             )
     for axes, quantity in ((loss_axes, "loss"), (accuracy_axes, "accuracy")):
         axes.set_title(f"{quantity.capitalize()} per epoch")
         axes.set_xlabel("epoch")
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.set_ylabel(f"cross-entropy {quantity}" if quantity == "loss" else quantity)
+        if quantity == "loss" and log_loss:
+            axes.set_yscale("log")
+            axes.set_ylabel("cross-entropy loss (log scale)")
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize="small")
+    return figure
+
+
+def history_table(histories):
+    """Several runs as a text table: status, epochs completed, the last epoch's training loss and
+    accuracy, and the last and best validation accuracy ("n/a" where a run has none)."""
+    histories = _as_histories(histories)
+    width = max(12, *(len(name) for name in histories)) + 2
+    header = (f"{'run':<{width}}{'status':<11}{'epochs':>7}{'train loss':>12}{'train acc':>11}"
+              f"{'val acc':>9}{'best val':>10}")
+    lines = [header, "-" * len(header)]
+    for name, history in histories.items():
+        loss = _last(history.train_loss)
+        lines.append(
+            f"{name:<{width}}{history.status:<11}{history.epochs:>7}"
+            f"{'n/a' if loss is None else f'{loss:.4g}':>12}{_percent(_last(history.train_accuracy)):>11}"
+            f"{_percent(_last(history.val_accuracy)):>9}{_percent(history.best_val_accuracy()):>10}"
+        )
+        if history.message:
+            lines.append(f"{'':<{width}}({history.message})")
+    return "\n".join(lines)
+
+
+def plot_running_statistics(trace, target_mean, target_var, channels, layer_name="", momentum=0.1):
+    """Running mean and running variance of a batch norm against the update step, for ``channels``.
+
+    ``trace`` is :func:`helpers.batchnorm.track_running_statistics`'s ``{"mean", "var"}`` (row k:
+    after k batches); ``target_mean`` and ``target_var`` (one value per channel) are drawn as dashed
+    horizontal lines in the channel's colour: the statistics of the layer's input over the whole data.
+    """
+    if not isinstance(trace, dict) or set(trace) != {"mean", "var"}:
+        raise ValueError("trace must be a dict with keys 'mean' and 'var' (track_running_statistics' result)")
+    channels = list(channels)
+    count = trace["mean"].shape[1]
+    if not channels or any(not isinstance(c, int) or not 0 <= c < count for c in channels):
+        raise ValueError(f"channels must be a non-empty list of channel indices in [0, {count}), got {channels}")
+    figure = Figure(figsize=(12, 4.2), layout="constrained")
+    panels = figure.subplots(1, 2)
+    steps = range(trace["mean"].shape[0])
+    for axes, key, target, name in ((panels[0], "mean", target_mean, "running_mean"),
+                                    (panels[1], "var", target_var, "running_var")):
+        for index, channel in enumerate(channels):
+            color = f"C{index % 10}"
+            axes.plot(steps, trace[key][:, channel].numpy(), color=color, label=f"channel {channel}")
+            axes.axhline(float(target[channel]), color=color, linestyle="--", linewidth=1)
+        axes.plot([], [], color="0.3", linestyle="--", linewidth=1, label="statistic of the whole training set")
+        axes.set_title(f"{layer_name} {name}".strip() + f" (momentum {momentum:g})")
+        axes.set_xlabel("update step (batches seen)")
+        axes.set_ylabel(name)
         axes.grid(alpha=0.3)
         axes.legend(fontsize="small")
     return figure
@@ -312,6 +368,10 @@ def _as_histories(histories):
 
 def _none_to_nan(values):
     return [math.nan if value is None else value for value in values]
+
+
+def _last(values):
+    return values[-1] if values else None
 
 
 def _percent(value):
