@@ -395,7 +395,8 @@ def rescaling_effect(model, conv_name, factor, inputs, labels):
 # --------------------------------------------------------------------------------------------
 
 
-def compare_training(reference, candidate, batches, steps, lr=0.05, momentum=0.9, dtype=torch.float32):
+def compare_training(reference, candidate, batches, steps, lr=0.05, momentum=0.9, dtype=torch.float32,
+                     synchronise=False):
     """Train copies of ``reference`` and ``candidate`` side by side and measure how far apart they drift.
 
     The candidate copy first loads the reference's ``state_dict`` (the same weights and running
@@ -405,7 +406,10 @@ def compare_training(reference, candidate, batches, steps, lr=0.05, momentum=0.9
     any ``running_var`` (after the forward that updated them) and of any parameter (after the step).
     Both copies and the inputs are cast to ``dtype``: in float64 rounding differences start some
     nine orders of magnitude smaller than in float32, which separates a different computation from a
-    different rounding of the same one (training amplifies either, step by step).
+    different rounding of the same one (training amplifies either, step by step: in float32 two
+    identical computations rounded differently drift apart within tens of steps). With
+    ``synchronise`` the candidate restarts every step from the reference's state (weights, running
+    statistics, momentum buffers), so each row measures one step alone.
     """
     _check_positive_int("steps", steps)
     if dtype not in (torch.float32, torch.float64):
@@ -416,6 +420,10 @@ def compare_training(reference, candidate, batches, steps, lr=0.05, momentum=0.9
     optimizers = [torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum) for net in (reference, candidate)]
     rows = []
     for step, (inputs, labels) in enumerate(itertools.islice(batches, steps), start=1):
+        if synchronise:
+            candidate.load_state_dict(reference.state_dict())
+            # a deep copy: load_state_dict would otherwise share the reference's momentum buffers
+            optimizers[1].load_state_dict(copy.deepcopy(optimizers[0].state_dict()))
         logits = []
         for net, optimizer in zip((reference, candidate), optimizers):
             output = net(_on_device_of(net, inputs).to(dtype))

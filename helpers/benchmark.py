@@ -46,15 +46,15 @@ def _boxes(count, image_size, generator):
     return torch.cat([index, low, high], dim=1)
 
 
-def _convolution(name, op, input_shape, weight_shape, generator, grad_wrt=("input", "weight", "bias"), **options):
-    """A conv2d or conv_transpose2d workload with a bias, differentiated in `grad_wrt`."""
+def _convolution(name, op, input_shape, weight_shape, generator, **options):
+    """A conv2d or conv_transpose2d workload with a bias, differentiated in input, weight and bias."""
     out_channels = weight_shape[1] if op == "conv_transpose2d" else weight_shape[0]
     return Workload(
         name, op,
         lambda: dict(input=_randn(*input_shape, channels_last=True, generator=generator),
                      weight=_randn(*weight_shape, generator=generator) * 0.1,
                      bias=_randn(out_channels, generator=generator), **options),
-        grad_wrt=grad_wrt)
+        grad_wrt=("input", "weight", "bias"))
 
 
 def workloads():
@@ -62,12 +62,8 @@ def workloads():
     g = torch.Generator().manual_seed(0)
     items = []
     for c_in, c_out, size in Q2_CONVS:
-        # The network's first convolution reads the images, which need no gradient: as in training,
-        # its backward computes the weight and bias gradients only.
-        first = (c_in, c_out, size) == Q2_CONVS[0]
-        items.append(_convolution(f"conv2d {c_in}->{c_out} {size}x{size}" + (" (no input grad)" if first else ""),
-                                  "conv2d", (BATCH, c_in, size, size), (c_out, c_in, 3, 3), g,
-                                  grad_wrt=("weight", "bias") if first else ("input", "weight", "bias"), padding=1))
+        items.append(_convolution(f"conv2d {c_in}->{c_out} {size}x{size}", "conv2d", (BATCH, c_in, size, size),
+                                  (c_out, c_in, 3, 3), g, padding=1))
     items.append(_convolution("conv2d 16->32 32x32 stride 2 dilation 2", "conv2d", (BATCH, 16, 32, 32),
                               (32, 16, 3, 3), g, stride=2, padding=2, dilation=2))
     items.append(_convolution("conv_transpose2d 32->16 16x16 stride 2", "conv_transpose2d", (BATCH, 32, 16, 16),

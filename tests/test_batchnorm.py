@@ -270,6 +270,24 @@ def test_compare_training_of_a_net_with_itself_is_exact_and_a_different_net_is_c
         batchnorm.compare_training(model, model, iter(batches), steps=1, dtype=torch.float16)
 
 
+def test_compare_training_synchronised_measures_each_step_alone():
+    """With synchronise, the candidate restarts each step from the reference's state: a difference made
+    in step 1 (here, a momentum-0.2 batch norm's running statistics) does not carry into step 2."""
+    model = bn_net(affine=True)
+    batches = [(normalize(images(4, seed=seed)), torch.arange(4)) for seed in range(3)]
+    different = copy.deepcopy(model)
+    for module in different.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.momentum = 0.2
+    free = batchnorm.compare_training(model, different, iter(batches), steps=3, lr=0.1)
+    synchronised = batchnorm.compare_training(model, different, iter(batches), steps=3, lr=0.1, synchronise=True)
+    # step 1 is the same either way; afterwards the free-running pair carries step 1's running
+    # statistics along, while the synchronised one restarts from the reference's
+    assert synchronised[0] == free[0]
+    assert all(row["output"] == 0.0 and row["weight"] == 0.0 for row in synchronised)
+    assert free[2]["running_mean"] > 1.5 * synchronised[2]["running_mean"] > 0
+
+
 @needs_scratch_ops
 def test_the_scratch_net_trains_like_the_torch_net_in_float64():
     torch.manual_seed(0)

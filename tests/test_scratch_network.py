@@ -17,6 +17,7 @@ from helpers.compare import TOLERANCES
 from helpers.data import Augment
 from helpers.models import SCRATCH_OPS, ScratchAdaptiveAvgPool2d, ScratchAvgPool2d, build_model
 from helpers.training import TrainConfig, load_checkpoint, train
+from training_data import SimulatedKill, learnable_images
 
 ops = pytest.importorskip("helpers.ops", reason="the Q1 notebook's ops do not load")
 pytestmark = pytest.mark.skipif(
@@ -188,21 +189,6 @@ def test_a_scratch_net_runs_no_builtin_kernel_of_a_q1_op(name, affine):
     assert forbidden(scratch_recorder) == []
 
 
-class SimulatedKill(Exception):
-    """Raised from a forward hook to stop a run mid-epoch, like a kill."""
-
-
-def _tiny_data(count, seed):
-    """uint8 images whose class is a bright square at a class-specific spot (learnable in a few steps)."""
-    generator = torch.Generator().manual_seed(seed)
-    labels = torch.arange(count) % 10
-    images = torch.randint(0, 96, (count, 3, 32, 32), dtype=torch.uint8, generator=generator)
-    for label in range(10):
-        row, column = divmod(label, 4)
-        images[labels == label, :, 8 * row : 8 * row + 8, 8 * column : 8 * column + 8] = 255
-    return images, labels
-
-
 @pytest.mark.parametrize(("name", "affine"), [("plain", False), ("bn", False)], ids=["plain", "bn"])
 def test_training_with_scratch_ops_gives_the_torch_losses(name, affine):
     """The notebook's recipe (AdamW, one-cycle, flips and crops) for 2 epochs of 3 batches.
@@ -216,7 +202,7 @@ def test_training_with_scratch_ops_gives_the_torch_losses(name, affine):
     """
     config = TrainConfig(optimizer="adamw", lr=3e-3, weight_decay=0.05, schedule="onecycle", epochs=2,
                          batch_size=16, augment=Augment.parse("flip+crop:4"), seed=0)
-    data = (*_tiny_data(48, seed=0), *_tiny_data(20, seed=1))
+    data = (*learnable_images(48, seed=0), *learnable_images(20, seed=1))
     reference, scratch = twin_nets(name, affine)
     expected = train(reference, config, *data, progress=False, num_threads=1, ops="torch")
     history = train(scratch, config, *data, progress=False, num_threads=1, ops="scratch")
@@ -234,7 +220,7 @@ def test_training_with_scratch_ops_gives_the_torch_losses(name, affine):
 def test_a_killed_scratch_run_resumes_to_bitwise_the_uninterrupted_weights(tmp_path):
     config = TrainConfig(optimizer="adamw", lr=3e-3, weight_decay=0.05, schedule="onecycle", epochs=2,
                          batch_size=16, augment=Augment.parse("flip+crop:4"), seed=0)
-    data = (*_tiny_data(48, seed=0), *_tiny_data(20, seed=1))
+    data = (*learnable_images(48, seed=0), *learnable_images(20, seed=1))
     options = dict(progress=False, num_threads=1, ops="scratch")
     _, uninterrupted = twin_nets("plain", False)
     expected = train(uninterrupted, config, *data, run_dir=tmp_path / "whole", **options)
