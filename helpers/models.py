@@ -148,19 +148,23 @@ def _scratch_layers():
     }
 
 
-def _scratch_op(name):
-    """Return the Q1 op ``name`` from :mod:`helpers.ops`, imported only when a scratch net needs it."""
+def scratch_op(name):
+    """Return the Q1 op ``name`` from :mod:`helpers.ops`, imported only when a scratch net (or its
+    training loss, see :func:`helpers.training.make_loss_function`) needs it."""
     from helpers import ops  # noqa: PLC0415 - the ops notebook loads only for scratch nets
 
     op = getattr(ops, name, None)
     if not callable(op):
-        raise ImportError(f"helpers.ops defines no {name}(); the scratch nets need {', '.join(SCRATCH_OPS)}")
+        raise ImportError(
+            f"helpers.ops defines no {name}(); the scratch nets need {', '.join(SCRATCH_OPS)} "
+            "and their training needs cross_entropy"
+        )
     return op
 
 
 def _require_scratch_ops():
     for name in SCRATCH_OPS:
-        _scratch_op(name)
+        scratch_op(name)
 
 
 class ScratchConv2d(nn.Conv2d):
@@ -169,7 +173,7 @@ class ScratchConv2d(nn.Conv2d):
     def forward(self, input):
         if self.padding_mode != "zeros":
             raise ValueError(f"ScratchConv2d supports padding_mode='zeros' only, got {self.padding_mode!r}")
-        conv2d = _scratch_op("conv2d")
+        conv2d = scratch_op("conv2d")
         return conv2d(input, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
 
 
@@ -177,7 +181,7 @@ class ScratchMaxPool2d(nn.MaxPool2d):
     """``nn.MaxPool2d`` whose forward runs :func:`helpers.ops.max_pool2d`."""
 
     def forward(self, input):
-        max_pool2d = _scratch_op("max_pool2d")
+        max_pool2d = scratch_op("max_pool2d")
         return max_pool2d(
             input, self.kernel_size, self.stride, self.padding, self.dilation,
             ceil_mode=self.ceil_mode, return_indices=self.return_indices,
@@ -200,7 +204,7 @@ class ScratchBatchNorm2d(nn.BatchNorm2d):
                 momentum = 1.0 / float(self.num_batches_tracked)
         use_batch_statistics = self.training or (self.running_mean is None and self.running_var is None)
         update_running_statistics = not self.training or self.track_running_stats
-        batch_norm = _scratch_op("batch_norm")
+        batch_norm = scratch_op("batch_norm")
         return batch_norm(
             input,
             self.running_mean if update_running_statistics else None,
@@ -217,7 +221,7 @@ class ScratchAvgPool2d(nn.AvgPool2d):
     """``nn.AvgPool2d`` whose forward runs :func:`helpers.ops.avg_pool2d`."""
 
     def forward(self, input):
-        avg_pool2d = _scratch_op("avg_pool2d")
+        avg_pool2d = scratch_op("avg_pool2d")
         return avg_pool2d(
             input, self.kernel_size, self.stride, self.padding,
             ceil_mode=self.ceil_mode, count_include_pad=self.count_include_pad,
@@ -243,7 +247,7 @@ class ScratchAdaptiveAvgPool2d(nn.AdaptiveAvgPool2d):
         super().__init__(output_size)
 
     def forward(self, input):
-        avg_pool2d = _scratch_op("avg_pool2d")
+        avg_pool2d = scratch_op("avg_pool2d")
         return avg_pool2d(input, tuple(input.shape[-2:]))
 
 
@@ -261,5 +265,5 @@ class ScratchFlatten(nn.Flatten):
     """``nn.Flatten`` whose forward runs :func:`helpers.ops.flatten`."""
 
     def forward(self, input):
-        flatten = _scratch_op("flatten")
+        flatten = scratch_op("flatten")
         return flatten(input, self.start_dim, self.end_dim)

@@ -27,7 +27,7 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from helpers.data import Augment, Batches
-from helpers.models import OPS_CHOICES
+from helpers.models import OPS_CHOICES, scratch_op
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "onecycle", "cosine")
@@ -270,12 +270,7 @@ def make_loss_function(ops, label_smoothing=0.0):
     _check_choice("ops", ops, OPS_CHOICES)
     if ops == "torch":
         return nn.CrossEntropyLoss(label_smoothing=label_smoothing)
-    from helpers import ops as q1_ops  # noqa: PLC0415 - the Q1 notebook loads only when asked for
-
-    cross_entropy = getattr(q1_ops, "cross_entropy", None)
-    if not callable(cross_entropy):
-        raise ImportError("helpers.ops defines no cross_entropy(); train(ops='scratch') needs it")
-    return functools.partial(cross_entropy, label_smoothing=label_smoothing)
+    return functools.partial(scratch_op("cross_entropy"), label_smoothing=label_smoothing)
 
 
 def _run_epoch(history, model, batches, optimizer, scheduler, loss_function, device, bar, val_images, val_labels):

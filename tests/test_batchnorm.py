@@ -11,9 +11,10 @@ from torch.nn import functional as F
 
 from helpers import batchnorm
 from helpers.data import Batches, normalize
-from helpers.models import SCRATCH_OPS, build_model
+from helpers.models import build_model
 from helpers.plots import history_table, plot_running_statistics
 from helpers.training import History, evaluate
+from support import needs_scratch_ops
 
 matplotlib.use("Agg")
 
@@ -51,15 +52,6 @@ def states_equal(first, second):
     return first.keys() == second.keys() and all(torch.equal(first[key], second[key]) for key in first)
 
 
-def _scratch_ops_load():
-    try:
-        from helpers import ops
-    except Exception:  # the Q1 notebook is missing or broken
-        return False
-    return all(callable(getattr(ops, name, None)) for name in SCRATCH_OPS)
-
-
-needs_scratch_ops = pytest.mark.skipif(not _scratch_ops_load(), reason="helpers.ops lacks an op of the scratch net")
 
 
 # ------------------------------------------------------------------------------------------------

@@ -9,23 +9,12 @@ from torch.nn import functional as F
 
 import helpers
 
-from helpers.models import SCRATCH_OPS, build_model, count_parameters, make_bn_cnn, make_plain_cnn, summary_table
+from helpers.models import build_model, count_parameters, make_bn_cnn, make_plain_cnn, summary_table
+from support import needs_scratch_ops
 
 CONV_NAMES = [f"conv{index}" for index in range(1, 9)]
 
 
-def _scratch_ops_load():
-    """True when helpers.ops loads and defines every op the scratch nets use."""
-    try:
-        from helpers import ops
-    except Exception:  # the Q1 notebook is missing or broken: the scratch tests cannot run
-        return False
-    return all(callable(getattr(ops, name, None)) for name in SCRATCH_OPS)
-
-
-needs_scratch_ops = pytest.mark.skipif(
-    not _scratch_ops_load(), reason=f"helpers.ops lacks one of {', '.join(SCRATCH_OPS)}"
-)
 
 
 @pytest.mark.parametrize(

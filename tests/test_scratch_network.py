@@ -17,7 +17,7 @@ from helpers.compare import TOLERANCES
 from helpers.data import Augment
 from helpers.models import SCRATCH_OPS, ScratchAdaptiveAvgPool2d, ScratchAvgPool2d, build_model
 from helpers.training import TrainConfig, load_checkpoint, train
-from training_data import SimulatedKill, learnable_images
+from support import SimulatedKill, learnable_images
 
 ops = pytest.importorskip("helpers.ops", reason="the Q1 notebook's ops do not load")
 pytestmark = pytest.mark.skipif(

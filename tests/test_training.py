@@ -24,7 +24,7 @@ from helpers.plots import (
     sweep_table,
 )
 from helpers.training import History, TrainConfig, evaluate, load_checkpoint, save_atomic, train
-from training_data import SimulatedKill, learnable_images
+from support import SimulatedKill, learnable_images
 
 matplotlib.use("Agg")
 

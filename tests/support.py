@@ -1,0 +1,36 @@
+"""Helpers shared by several test files: a tiny learnable data set, a simulated kill, and the
+marker that skips the scratch-net tests when the Q1 ops do not load."""
+
+import pytest
+import torch
+
+from helpers.models import SCRATCH_OPS
+
+
+def _scratch_ops_load():
+    """True when helpers.ops loads and defines every op the scratch nets use."""
+    try:
+        from helpers import ops
+    except Exception:  # the Q1 notebook is missing or broken: the scratch tests cannot run
+        return False
+    return all(callable(getattr(ops, name, None)) for name in SCRATCH_OPS)
+
+
+needs_scratch_ops = pytest.mark.skipif(
+    not _scratch_ops_load(), reason=f"helpers.ops lacks one of {', '.join(SCRATCH_OPS)}"
+)
+
+
+class SimulatedKill(Exception):
+    """Raised from a forward hook to stop a run mid-epoch, like a kill."""
+
+
+def learnable_images(count, seed=0):
+    """uint8 images whose class is written in the image: a bright square at a class-specific spot."""
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.arange(count) % 10
+    images = torch.randint(0, 96, (count, 3, 32, 32), dtype=torch.uint8, generator=generator)
+    for label in range(10):
+        row, column = divmod(label, 4)
+        images[labels == label, :, 8 * row : 8 * row + 8, 8 * column : 8 * column + 8] = 255
+    return images, labels
