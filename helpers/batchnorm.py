@@ -21,6 +21,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from helpers.data import Batches
+from helpers.training import describe
 
 # check_training_comparison's default: in float32 two implementations of the same net start ~1e-5
 # apart (rounding) and a few SGD steps carry that to ~1e-4; pass a tighter one for float64 (~1e-13).
@@ -299,10 +300,10 @@ def batch_dependence(model, sample, batch_a, batch_b):
     difference is 0; in training mode with the statistics of its batch, so it is not.
     """
     if not isinstance(sample, torch.Tensor) or sample.dim() != 3:
-        raise ValueError(f"sample must be one input [C, H, W], got {_describe(sample)}")
+        raise ValueError(f"sample must be one input [C, H, W], got {describe(sample)}")
     for name, batch in (("batch_a", batch_a), ("batch_b", batch_b)):
         if not isinstance(batch, torch.Tensor) or batch.dim() != 4 or batch.shape[1:] != sample.shape:
-            raise ValueError(f"{name} must be a batch [B, {', '.join(map(str, sample.shape))}], got {_describe(batch)}")
+            raise ValueError(f"{name} must be a batch [B, {', '.join(map(str, sample.shape))}], got {describe(batch)}")
     results = {}
     for mode, training in (("eval", False), ("train", True)):
         copy_in_mode = _copy_in_mode(model, training)
@@ -537,12 +538,6 @@ def _max_difference(first, second):
 def _check_positive_int(name, value):
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
-
-
-def _describe(value):
-    if isinstance(value, torch.Tensor):
-        return f"a tensor of shape {list(value.shape)}"
-    return type(value).__name__
 
 
 __all__ = [

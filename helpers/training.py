@@ -533,9 +533,9 @@ def _epoch_postfix(history):
 
 def _check_images_and_labels(images_name, images, labels_name, labels):
     if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.dim() != 4:
-        raise ValueError(f"{images_name} must be a uint8 tensor [N, C, H, W], got {_describe(images)}")
+        raise ValueError(f"{images_name} must be a uint8 tensor [N, C, H, W], got {describe(images)}")
     if not isinstance(labels, torch.Tensor) or labels.dtype != torch.int64 or labels.dim() != 1:
-        raise ValueError(f"{labels_name} must be an int64 tensor [N], got {_describe(labels)}")
+        raise ValueError(f"{labels_name} must be an int64 tensor [N], got {describe(labels)}")
     if len(images) != len(labels) or len(images) == 0:
         raise ValueError(
             f"{images_name} and {labels_name} must hold the same, non-zero number of items, "
@@ -543,7 +543,8 @@ def _check_images_and_labels(images_name, images, labels_name, labels):
         )
 
 
-def _describe(value):
+def describe(value):
+    """A short description of an argument for error messages: a tensor's dtype and shape, else its type."""
     if isinstance(value, torch.Tensor):
         return f"{value.dtype} tensor of shape {list(value.shape)}"
     return type(value).__name__
