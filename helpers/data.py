@@ -537,6 +537,27 @@ def random_crop(images, padding, generator):
     return windows[torch.arange(count, device=images.device), :, top, left]
 
 
+def shift(images, down, right):
+    """Translate uint8 images by ``down`` and ``right`` pixels (negative: up, left), filling with zeros.
+
+    The deterministic counterpart of :func:`random_crop`: a crop of the image zero-padded by
+    ``padding`` pixels, cut at offset (padding - down, padding - right).
+    """
+    _check_uint8_batch(images)
+    check_shift(down, right, images.shape[-2:])
+    height, width = images.shape[-2:]
+    padded = F.pad(images, (max(right, 0), max(-right, 0), max(down, 0), max(-down, 0)))
+    top, left = max(-down, 0), max(-right, 0)
+    return padded[..., top : top + height, left : left + width]
+
+
+def check_shift(down, right, image_size):
+    """Refuse a :func:`shift` that is not a pair of ints smaller than the (height, width) ``image_size``."""
+    for name, value, size in (("down", down, image_size[0]), ("right", right, image_size[1])):
+        if isinstance(value, bool) or not isinstance(value, int) or abs(value) >= size:
+            raise ValueError(f"{name} must be an int with |{name}| < {size} (the image size), got {value!r}")
+
+
 def rotate(images, degrees):
     """Rotate each image about its centre by its angle in ``degrees`` (counter-clockwise as shown).
 

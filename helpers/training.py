@@ -26,7 +26,7 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from helpers.data import Augment, Batches
+from helpers.data import Augment, Batches, check_shift, normalize, shift
 from helpers.models import OPS_CHOICES, scratch_op
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -37,6 +37,9 @@ CHECKPOINT_FORMAT = 1
 # Steps between two reads of the running loss: each read (``.item()``) waits for the device, and
 # a non-finite loss stops the run at the next read.
 STEPS_PER_LOSS_READ = 10
+# Test-time translations (down, right) for `evaluate`: the four one-pixel diagonal shifts, small next to
+# the training crops' four pixels. With flips that makes 10 views of each image.
+TTA_SHIFTS = ((1, 1), (1, -1), (-1, 1), (-1, -1))
 
 
 @dataclass(kw_only=True)
@@ -364,23 +367,31 @@ def _train_one_epoch(model, batches, optimizer, scheduler, loss_function, device
     return loss_sum.item() / seen, correct.item() / seen, lr
 
 
-def evaluate(model, images, labels, batch_size=1000, tta_flip=False):
+def evaluate(model, images, labels, batch_size=1000, tta_flip=False, tta_shifts=()):
     """Return the :class:`Evaluation` of ``model`` on uint8 ``images`` with int64 ``labels``.
 
     Runs in eval mode without gradients on the model's device (the model's mode is restored).
-    ``tta_flip`` averages the softmax of each image and of its horizontal flip. ``loss`` is the
-    mean cross-entropy of those (averaged) probabilities.
+    Test-time augmentation averages the softmax over several views of each image: the image itself,
+    its translations by each ``(down, right)`` pixel shift in ``tta_shifts`` (zero-filled, as the
+    training crops are), and with ``tta_flip`` the horizontal mirror image of each of those.
+    ``loss`` is the mean cross-entropy of the (averaged) probabilities.
     """
     _check_images_and_labels("images", images, "labels", labels)
     _check_int("batch_size", batch_size, minimum=1)
+    views = tta_views(tta_flip, tta_shifts, images.shape[-2:])
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     log_probabilities = []
     with torch.no_grad():
-        for inputs, _ in Batches(images, labels, batch_size):
-            inputs = inputs.to(device, memory_format=torch.channels_last, non_blocking=True)
-            log_probabilities.append(_log_probabilities(model, inputs, tta_flip).cpu())
+        for start in range(0, len(images), batch_size):
+            batch = images[start : start + batch_size]
+            view_log_probabilities = torch.stack([
+                F.log_softmax(model(normalize(view(batch)).to(device, non_blocking=True)), dim=1)
+                for view in views
+            ])
+            # log of the mean of the views' softmaxes, computed stably from their log-probabilities
+            log_probabilities.append((torch.logsumexp(view_log_probabilities, dim=0) - math.log(len(views))).cpu())
     model.train(was_training)
     log_probabilities = torch.cat(log_probabilities)
     predictions = log_probabilities.argmax(dim=1)
@@ -398,13 +409,21 @@ def evaluate(model, images, labels, batch_size=1000, tta_flip=False):
     )
 
 
-def _log_probabilities(model, inputs, tta_flip):
-    log_probabilities = F.log_softmax(model(inputs), dim=1)
-    if not tta_flip:
-        return log_probabilities
-    flipped = F.log_softmax(model(inputs.flip(dims=[3])), dim=1)
-    # log of the mean of the two softmaxes, computed stably from the log-probabilities
-    return torch.logaddexp(log_probabilities, flipped) - math.log(2.0)
+def tta_views(tta_flip, tta_shifts, image_size):
+    """The test-time views :func:`evaluate` averages, as functions of a uint8 batch: the identity, one
+    translation per distinct ``(down, right)`` shift other than (0, 0), and the mirror image of each
+    of those when ``tta_flip``. Invalid shifts are refused before any work."""
+    shifts = [(0, 0)]
+    for pair in tta_shifts:
+        if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+            raise ValueError(f"tta_shifts must hold (down, right) pairs of ints, got {pair!r}")
+        check_shift(*pair, image_size)
+        if tuple(pair) not in shifts:
+            shifts.append(tuple(pair))
+    views = [functools.partial(shift, down=down, right=right) for down, right in shifts]
+    if tta_flip:
+        views += [lambda batch, view=view: view(batch).flip(dims=[3]) for view in views]
+    return views
 
 
 def load_checkpoint(path):

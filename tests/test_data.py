@@ -26,6 +26,7 @@ from helpers.data import (
     normalize,
     random_crop,
     rotate,
+    shift,
     subset,
     train_val_split,
 )
@@ -436,6 +437,23 @@ def test_crop_shifts_content_within_the_padding():
         assert len(matches) == 1
         offsets.append(matches[0])
     assert len(set(offsets)) > 5  # the windows really move
+
+
+@pytest.mark.parametrize("down, right", [(0, 0), (2, 0), (0, -3), (1, 1), (-1, 2), (-4, -4)])
+def test_shift_is_the_crop_of_the_padded_image_at_that_offset(down, right):
+    padding = 4
+    images = random_images(5)
+    padded = torch.nn.functional.pad(images, (padding,) * 4)
+    top, left = padding - down, padding - right
+    assert torch.equal(shift(images, down, right), padded[..., top : top + 32, left : left + 32])
+    if down >= 0 and right >= 0:  # the content moves down and right, zeros fill in above and left
+        assert torch.equal(shift(images, down, right)[..., down:, right:], images[..., : 32 - down, : 32 - right])
+
+
+@pytest.mark.parametrize("down, right", [(32, 0), (0, -32), (1.0, 0), (True, 0), (0, None)])
+def test_shift_refuses_what_is_not_an_int_smaller_than_the_image(down, right):
+    with pytest.raises(ValueError, match="must be an int with"):
+        shift(random_images(2), down, right)
 
 
 def test_rotation_by_zero_is_the_identity_and_by_90_is_rot90():

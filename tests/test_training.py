@@ -9,7 +9,7 @@ import torch
 from torch.nn import functional as F
 
 from helpers import training
-from helpers.data import CLASSES, Augment, normalize
+from helpers.data import CLASSES, Augment, normalize, shift
 from helpers.models import build_model
 from helpers.plots import (
     feature_map_summary,
@@ -309,6 +309,33 @@ def test_evaluate_matches_a_direct_computation(tiny, tta_flip):
     assert torch.equal(result.confusion.sum(dim=1), torch.bincount(labels, minlength=10))
     assert result.confusion[3, 5] == ((labels == 3) & (predictions == 5)).sum()
     torch.testing.assert_close(result.per_class_accuracy, result.confusion.diagonal() / result.confusion.sum(dim=1))
+
+
+def test_evaluate_with_shifts_averages_the_softmax_of_every_view(tiny):
+    _, _, images, labels = tiny
+    model = fresh_model().eval()
+    shifts = [(1, 1), (-1, -1), (1, 1), (0, 0)]  # a repeated shift and (0, 0) count once
+    result = evaluate(model, images, labels, batch_size=16, tta_flip=True, tta_shifts=shifts)
+    with torch.no_grad():
+        views = [images, shift(images, 1, 1), shift(images, -1, -1)]
+        views += [view.flip(3) for view in views]
+        probabilities = torch.stack([F.softmax(model(normalize(view)), dim=1) for view in views]).mean(0)
+    predictions = probabilities.argmax(dim=1)
+    assert result.accuracy == pytest.approx((predictions == labels).float().mean().item())
+    assert result.loss == pytest.approx(F.nll_loss(probabilities.log(), labels).item(), rel=1e-4)
+    assert torch.equal(result.confusion.diagonal().sum(), (predictions == labels).sum())
+
+
+@pytest.mark.parametrize("shifts, message", [([(1,)], "pairs of ints"), ([(0, 32)], "right must be an int"),
+                                             ([(0.5, 0)], "down must be an int"), ([3], "pairs of ints")])
+def test_evaluate_refuses_bad_shifts_before_running_the_model(tiny, shifts, message):
+    _, _, images, labels = tiny
+    model = fresh_model()
+    calls = []
+    model.register_forward_hook(lambda *args: calls.append(1))
+    with pytest.raises(ValueError, match=message):
+        evaluate(model, images, labels, tta_shifts=shifts)
+    assert not calls
 
 
 def test_history_and_plots(tiny):
