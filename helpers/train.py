@@ -19,12 +19,13 @@ import torch
 
 from helpers.data import Augment, load_cifar10, subset, train_val_split
 from helpers.models import MODEL_NAMES, OPS_CHOICES, build_model
-from helpers.training import OPTIMIZERS, SCHEDULES, TrainConfig, evaluate, train, write_json_atomic
+from helpers.training import OPTIMIZERS, SCHEDULES, TTA_SHIFTS, TrainConfig, evaluate, train, write_json_atomic
 
 METRICS_NAME = "metrics.json"
 # --quick: a smoke run of the whole pipeline in about a minute on a laptop CPU.
 QUICK = {"train_per_class": 100, "test_per_class": 20, "val_size": 200, "epochs": 1}
 DEFAULT_VAL_SIZE = 5000
+TTA_CHOICES = ("none", "flip", "flip+shifts")
 
 
 def main(argv=None):
@@ -102,7 +103,10 @@ def build_parser():
                           "(default: runs/<model>[-scratch]-<optimizer>-lr<lr>-bs<batch size>-seed<seed>)")
     run.add_argument("--resume", action="store_true",
                      help="continue the run saved in --run-dir (starts fresh if it has no checkpoint)")
-    run.add_argument("--tta", action="store_true", help="test with horizontal-flip test-time augmentation")
+    run.add_argument("--tta", nargs="?", const="flip", default="none", choices=TTA_CHOICES,
+                     help="test-time augmentation: average the predictions over the mirror images (flip, "
+                          "the default when the flag has no value) or over them and 1-pixel diagonal shifts "
+                          "(flip+shifts, 10 views); default none")
     run.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                      help="where to train (default: auto = cuda if available)")
     run.add_argument("--threads", type=_positive_int, default=None,
@@ -152,14 +156,15 @@ def run(arguments, config):
     )
     metrics = {"status": history.status, "message": history.message, "epochs": history.epochs}
     if history.status != "diverged":
-        test = evaluate(model, data.test_images, data.test_labels, tta_flip=arguments.tta)
+        test = evaluate(model, data.test_images, data.test_labels, tta_flip=arguments.tta != "none",
+                        tta_shifts=TTA_SHIFTS if arguments.tta == "flip+shifts" else ())
         metrics |= {
             "test_accuracy": test.accuracy,
             "test_loss": test.loss,
             "per_class_accuracy": dict(zip(data.classes, test.per_class_accuracy.tolist())),
             "confusion": test.confusion.tolist(),
             "classes": list(data.classes),
-            "tta_flip": arguments.tta,
+            "tta": arguments.tta,
         }
     metrics["config"] = config.to_dict()
     metrics["model"] = {"name": arguments.model, "affine": arguments.affine, "ops": arguments.ops}

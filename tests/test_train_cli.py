@@ -86,6 +86,7 @@ def test_a_bad_value_is_a_one_line_error_in_a_subprocess():
         (["--momentum", "1.5"], "momentum must be < 1"),
         (["--nesterov", "--optimizer", "adam"], "nesterov=True needs optimizer='sgd'"),
         (["--affine"], "--affine: only applies to --model bn"),
+        (["--tta", "rotate"], "argument --tta: invalid choice"),
     ],
 )
 def test_bad_values_exit_2_with_one_error_line(arguments, message, capsys):
@@ -114,6 +115,7 @@ def test_a_tiny_run_writes_history_and_metrics_then_resumes(small_loader, tmp_pa
     assert metrics["config"]["augment"] == {"flip": True, "crop_padding": 4, "rotation_degrees": 0.0}
     assert metrics["data"] == {"source": str(small_loader), "train": 80, "val": 20, "test": 30}
     assert (run_dir / "checkpoint.pt").is_file() and (run_dir / "curves.png").is_file()
+    assert metrics["tta"] == "flip"  # --tta without a value
     assert "test accuracy" in capsys.readouterr().err
 
     cli.main([*arguments, "--resume"])  # already complete: loads, tests, rewrites the same metrics
@@ -183,3 +185,10 @@ def test_missing_data_is_a_one_line_error(tmp_path, capsys):
     assert exit_info.value.code == 1
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "does not exist" in lines[0]
+
+
+def test_tta_takes_flip_without_a_value_and_none_without_the_flag():
+    parse = cli.build_parser().parse_args
+    assert parse([]).tta == "none"
+    assert parse(["--tta"]).tta == "flip"
+    assert parse(["--tta", "flip+shifts"]).tta == "flip+shifts"
