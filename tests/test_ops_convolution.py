@@ -166,13 +166,14 @@ def test_gradcheck(name):
 
 
 def _force(monkeypatch, algorithm):
-    """Make the ops take one algorithm on these small inputs: the stride-1 tap loop, or im2col built one
-    kernel row at a time."""
+    """Make the ops take one algorithm on these small inputs: the stride-1 tap loop (in blocks of a few
+    rows), or im2col built one kernel row at a time."""
     if algorithm == "taps":
-        def taps_whenever_possible(x_pad, stride, output_size, groups):
+        def taps_whenever_possible(padded_size, stride, output_size, groups):
             return stride == (1, 1) and groups == 1
 
         monkeypatch.setattr(ops, "_conv2d_uses_taps", taps_whenever_possible)
+        monkeypatch.setattr(ops, "_CONV2D_TAPS_BLOCK_BYTES", 1000)
     else:
         monkeypatch.setattr(ops, "_conv2d_uses_taps", lambda *args: False)
         monkeypatch.setattr(ops, "_CONV2D_COLUMNS_BYTES", 1)
@@ -203,7 +204,7 @@ def test_q2_layer_shape_takes_the_tap_loop_and_matches_torch():
     w = torch.randn(16, 16, 3, 3, generator=generator).mul_(0.1).requires_grad_()
     b = torch.randn(16, generator=generator).requires_grad_()
     x_pad = ops._conv2d_pad(x.detach().permute(0, 2, 3, 1), (1, 1, 1, 1))
-    assert ops._conv2d_uses_taps(x_pad, (1, 1), (32, 32), 1)
+    assert ops._conv2d_uses_taps(x_pad.shape[1:3], (1, 1), (32, 32), 1)
     ours, expected = ops.conv2d(x, w, b, padding=1), F.conv2d(x, w, b, padding=1)
     assert mismatch(ours, expected) is None
     cotangent = torch.randn(ours.shape, generator=generator)
