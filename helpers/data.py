@@ -540,8 +540,8 @@ def random_crop(images, padding, generator):
 def shift(images, down, right):
     """Translate uint8 images by ``down`` and ``right`` pixels (negative: up, left), filling with zeros.
 
-    The deterministic counterpart of :func:`random_crop`: a crop of the image zero-padded by
-    ``padding`` pixels, cut at offset (padding - down, padding - right).
+    The deterministic counterpart of :func:`random_crop`: for any padding p of at least |down| and
+    |right|, the crop of the image zero-padded by p pixels cut at offset (p - down, p - right).
     """
     _check_uint8_batch(images)
     check_shift(down, right, images.shape[-2:])
