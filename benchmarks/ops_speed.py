@@ -2,13 +2,15 @@
 
 Usage: .venv/bin/python benchmarks/ops_speed.py [--rounds N] [--only SUBSTRING] [--threads N]
 Ratios are ours / torch, medians of N alternating rounds in this one process: below 1 ours is faster.
+Then torch.mm on a Q2 layer's im2col shapes against torch's conv2d of that layer: the floor under any
+convolution built on matmul.
 """
 
 import argparse
 
 import torch
 
-from helpers.benchmark import format_table, run
+from helpers.benchmark import format_matmul_against_convolution, format_table, matmul_against_convolution, run
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--rounds", type=int, default=15, help="timed rounds per workload (default 15)")
@@ -23,3 +25,5 @@ if args.threads is not None:
     torch.set_num_threads(args.threads)
 print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.rounds} rounds")
 print(format_table(run(rounds=args.rounds, only=args.only, progress=True)))
+print()
+print(format_matmul_against_convolution(matmul_against_convolution(rounds=args.rounds)))

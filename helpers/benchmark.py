@@ -187,3 +187,46 @@ def format_table(rows):
     worst = max(rows, key=lambda r: r["fwdbwd_ratio"])
     lines.append(f"worst forward+backward ratio: {worst['fwdbwd_ratio']:.2f} ({worst['name']})")
     return "\n".join(lines)
+
+
+def matmul_against_convolution(in_channels=64, out_channels=64, size=8, rounds=15):
+    """Time torch's own matrix product on a convolution's im2col shapes against torch's convolution.
+
+    The product (N * H * W pixels, C_in * 9 window values) @ (C_in * 9, C_out) does exactly the
+    multiply-adds of a 3x3 convolution with padding 1 (N = BATCH, a channels-last input), without
+    building the windows. Returns the median seconds of each and the rate of each in GFLOP/s: the
+    matmul's rate bounds any convolution built on it, ours included.
+    """
+    generator = torch.Generator().manual_seed(0)
+    pixels, depth = BATCH * size * size, in_channels * 9
+    columns, kernel = torch.randn(pixels, depth, generator=generator), torch.randn(depth, out_channels, generator=generator)
+    input = _randn(BATCH, in_channels, size, size, channels_last=True, generator=generator)
+    weight = torch.randn(out_channels, in_channels, 3, 3, generator=generator)
+    calls = {"matmul": lambda: torch.mm(columns, kernel), "conv2d": lambda: F.conv2d(input, weight, padding=1)}
+    times = {name: [] for name in calls}
+    with torch.no_grad():
+        for index in range(3 + rounds):
+            for name, call in calls.items():
+                started = time.perf_counter()
+                call()
+                if index >= 3:
+                    times[name].append(time.perf_counter() - started)
+    flops = 2 * pixels * depth * out_channels
+    rates = {name: dict(seconds=statistics.median(values), gflops=flops / statistics.median(values) / 1e9)
+             for name, values in times.items()}
+    return dict(in_channels=in_channels, out_channels=out_channels, size=size, **rates)
+
+
+def format_matmul_against_convolution(result):
+    """`matmul_against_convolution`'s result as two lines and the ratio of their times."""
+    matmul, conv = result["matmul"], result["conv2d"]
+    in_channels, out_channels, size = result["in_channels"], result["out_channels"], result["size"]
+    names = {
+        "matmul": f"torch.mm ({BATCH * size * size} x {in_channels * 9}) @ ({in_channels * 9} x {out_channels})",
+        "conv2d": f"F.conv2d {in_channels}->{out_channels} {size}x{size}, batch {BATCH}",
+    }
+    lines = [f"{names[key]:<40}{result[key]['seconds'] * 1e3:7.2f} ms {result[key]['gflops']:6.0f} GFLOP/s"
+             for key in ("matmul", "conv2d")]
+    lines.append(f"the bare matrix product takes {matmul['seconds'] / conv['seconds']:.2f}x the time of torch's "
+                 "convolution, for the same multiply-adds")
+    return "\n".join(lines)
