@@ -131,23 +131,38 @@ def _time_once(fn, kwargs, grad_wrt, backward):
 
 def time_workload(workload, ours, rounds=15, warmup=3):
     """Median seconds of (ours, torch) forward and forward+backward, measured alternately."""
-    reference = REFERENCES[workload.op]
+    functions = {"ours": ours, "torch": REFERENCES[workload.op]}
     kwargs = workload.make()
-    times = {key: [] for key in ("ours_fwd", "torch_fwd", "ours_fwdbwd", "torch_fwdbwd")}
+
+    def timed(name, backward):
+        fresh = {k: v.detach().clone() if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
+        return _time_once(functions[name], fresh, workload.grad_wrt, backward=backward)
+
     with torch.no_grad():
-        for index in range(warmup + rounds):
-            for name, fn in (("ours", ours), ("torch", reference)):
-                fresh = {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
-                elapsed = _time_once(fn, fresh, workload.grad_wrt, backward=False)
-                if index >= warmup:
-                    times[f"{name}_fwd"].append(elapsed)
+        medians = _alternate_medians({f"{name}_fwd": lambda name=name: timed(name, False) for name in functions},
+                                     rounds, warmup)
+    medians.update(_alternate_medians({f"{name}_fwdbwd": lambda name=name: timed(name, True) for name in functions},
+                                      rounds, warmup))
+    return medians
+
+
+def _alternate_medians(timers, rounds, warmup=3):
+    """Call each of `timers` (name -> a function returning seconds) in turn, warmup + rounds times, so
+    that the machine's load hits them alike; return the median of each over the last `rounds`."""
+    times = {name: [] for name in timers}
     for index in range(warmup + rounds):
-        for name, fn in (("ours", ours), ("torch", reference)):
-            fresh = {k: v.detach().clone() if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
-            elapsed = _time_once(fn, fresh, workload.grad_wrt, backward=True)
+        for name, timer in timers.items():
+            elapsed = timer()
             if index >= warmup:
-                times[f"{name}_fwdbwd"].append(elapsed)
-    return {key: statistics.median(values) for key, values in times.items()}
+                times[name].append(elapsed)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def _seconds(function, *args, **kwargs):
+    """Wall-clock seconds of one call."""
+    started = time.perf_counter()
+    function(*args, **kwargs)
+    return time.perf_counter() - started
 
 
 def run(rounds=15, only=None, progress=False):
@@ -194,26 +209,19 @@ def matmul_against_convolution(in_channels=64, out_channels=64, size=8, rounds=1
 
     The product (N * H * W pixels, C_in * 9 window values) @ (C_in * 9, C_out) does exactly the
     multiply-adds of a 3x3 convolution with padding 1 (N = BATCH, a channels-last input), without
-    building the windows. Returns the median seconds of each and the rate of each in GFLOP/s: the
-    matmul's rate bounds any convolution built on it, ours included.
+    building the windows. Returns the shape and, under "matmul" and "conv2d", the median seconds and
+    the rate in GFLOP/s: the matmul's rate bounds any convolution built on it, ours included.
     """
     generator = torch.Generator().manual_seed(0)
     pixels, depth = BATCH * size * size, in_channels * 9
     columns, kernel = torch.randn(pixels, depth, generator=generator), torch.randn(depth, out_channels, generator=generator)
     input = _randn(BATCH, in_channels, size, size, channels_last=True, generator=generator)
     weight = torch.randn(out_channels, in_channels, 3, 3, generator=generator)
-    calls = {"matmul": lambda: torch.mm(columns, kernel), "conv2d": lambda: F.conv2d(input, weight, padding=1)}
-    times = {name: [] for name in calls}
     with torch.no_grad():
-        for index in range(3 + rounds):
-            for name, call in calls.items():
-                started = time.perf_counter()
-                call()
-                if index >= 3:
-                    times[name].append(time.perf_counter() - started)
+        medians = _alternate_medians({"matmul": lambda: _seconds(torch.mm, columns, kernel),
+                                      "conv2d": lambda: _seconds(F.conv2d, input, weight, padding=1)}, rounds)
     flops = 2 * pixels * depth * out_channels
-    rates = {name: dict(seconds=statistics.median(values), gflops=flops / statistics.median(values) / 1e9)
-             for name, values in times.items()}
+    rates = {name: dict(seconds=seconds, gflops=flops / seconds / 1e9) for name, seconds in medians.items()}
     return dict(in_channels=in_channels, out_channels=out_channels, size=size, **rates)
 
 
