@@ -5,7 +5,8 @@ images already in memory. The bare loop is the least a training loop can do: it 
 whole set once, then per step indexes a shuffled batch, runs forward, backward and the optimizer
 step. ``train()`` adds its per-batch data pipeline (``helpers.data.Batches``: gather and normalise),
 the per-batch learning-rate schedule, the on-device loss and accuracy sums and the progress
-bookkeeping; without ``--checkpoint`` it writes no checkpoints and gets no validation set.
+bookkeeping; without ``--checkpoint`` it writes no checkpoints and gets no validation set. With
+``--precision bfloat16`` both run their forward under ``torch.autocast`` in bfloat16 (mixed precision).
 
 Images: the first ``--images`` training images of CIFAR-10 when $CIFAR10_DIR is set, else random
 ones (the speed does not depend on the pixels). Runs alternate (bare, engine, bare, engine, ...)
@@ -29,7 +30,7 @@ from torch import nn
 
 from helpers.data import Augment, Batches, load_cifar10, normalize
 from helpers.models import build_model
-from helpers.training import TrainConfig, train
+from helpers.training import PRECISIONS, TrainConfig, train
 
 
 def main():
@@ -40,9 +41,9 @@ def main():
     initial_model = build_model(arguments.model).to(memory_format=torch.channels_last)
     config = TrainConfig(
         optimizer="sgd", lr=0.01, momentum=0.9, epochs=arguments.epochs,
-        batch_size=arguments.batch_size, augment=Augment(),
+        batch_size=arguments.batch_size, augment=Augment(), precision=arguments.precision,
     )
-    print(f"{arguments.model} net, {len(images)} images ({source}), batch {arguments.batch_size}, "
+    print(f"{arguments.model} net, {len(images)} images ({source}), batch {arguments.batch_size}, {arguments.precision}, "
           f"{arguments.epochs} epoch(s) per run, {torch.get_num_threads()} threads")
 
     warm_up(copy.deepcopy(initial_model), images, labels, arguments.batch_size)
@@ -69,6 +70,8 @@ def parse_arguments():
     parser.add_argument("--batch-size", type=int, default=128, help="batch size (default: 128)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each loop (default: 3)")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads (default: all cores)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="float32",
+                        help="float32, or bfloat16 mixed precision (default: float32)")
     parser.add_argument("--checkpoint", action="store_true", help="let train() write its per-epoch checkpoints")
     arguments = parser.parse_args()
     for name in ("images", "epochs", "batch_size", "repeats", "threads"):
@@ -124,7 +127,9 @@ def bare_loop_speed(model, images, labels, config):
     for epoch in range(config.epochs):
         order = torch.randperm(len(inputs), generator=torch.Generator().manual_seed(epoch))
         for batch in order.split(config.batch_size):
-            loss = loss_function(model(inputs[batch]), labels[batch])
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.precision == "bfloat16"):
+                logits = model(inputs[batch]).float()
+            loss = loss_function(logits, labels[batch])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -19,7 +19,7 @@ import torch
 
 from helpers.data import Augment, load_cifar10, subset, train_val_split
 from helpers.models import MODEL_NAMES, OPS_CHOICES, build_model
-from helpers.training import OPTIMIZERS, SCHEDULES, TTA_SHIFTS, TrainConfig, evaluate, train, write_json_atomic
+from helpers.training import OPTIMIZERS, PRECISIONS, SCHEDULES, TTA_SHIFTS, TrainConfig, evaluate, train, write_json_atomic
 
 METRICS_NAME = "metrics.json"
 # --quick: a smoke run of the whole pipeline in about a minute on a laptop CPU.
@@ -79,6 +79,10 @@ def build_parser():
     optimization.add_argument("--augment", type=_augment, default=Augment(),
                               help="training augmentation: 'none' or parts joined by '+': flip, crop[:PIXELS] "
                                    "(default 4), rotate[:DEGREES] (default 15); e.g. flip+crop+rotate (default: none)")
+    optimization.add_argument("--precision", choices=PRECISIONS, default="float32",
+                              help="bfloat16: mixed-precision training (convolutions in bfloat16 under "
+                                   "torch.autocast, weights and loss in float32); evaluation is float32 "
+                                   "(default: float32)")
     optimization.add_argument("--seed", type=_non_negative_int, default=0,
                               help="seed of the initial weights, data order and augmentation (default: 0)")
 
@@ -134,6 +138,7 @@ def config_from(arguments):
         label_smoothing=arguments.label_smoothing,
         augment=arguments.augment,
         seed=arguments.seed,
+        precision=arguments.precision,
     )
 
 

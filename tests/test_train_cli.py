@@ -192,3 +192,9 @@ def test_tta_takes_flip_without_a_value_and_none_without_the_flag():
     assert parse([]).tta == "none"
     assert parse(["--tta"]).tta == "flip"
     assert parse(["--tta", "flip+shifts"]).tta == "flip+shifts"
+
+
+def test_precision_reaches_the_config_and_defaults_to_float32():
+    parse = cli.build_parser().parse_args
+    assert cli.config_from(parse([])).precision == "float32"
+    assert cli.config_from(parse(["--precision", "bfloat16"])).precision == "bfloat16"

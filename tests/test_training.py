@@ -77,8 +77,9 @@ def test_a_short_run_learns(tiny):
     [
         {"schedule": "onecycle", "augment": Augment(flip=True, crop_padding=2)},
         {"optimizer": "adam", "lr": 1e-3, "schedule": "cosine", "warmup_epochs": 0.5, "weight_decay": 1e-4},
+        {"precision": "bfloat16", "schedule": "onecycle", "nesterov": True, "label_smoothing": 0.1},
     ],
-    ids=["sgd-onecycle-augment", "adam-cosine-warmup"],
+    ids=["sgd-onecycle-augment", "adam-cosine-warmup", "bfloat16"],
 )
 def test_resume_after_a_kill_gives_bitwise_the_uninterrupted_weights(tiny, tmp_path, changes):
     config = quick_config(**changes)
@@ -210,6 +211,7 @@ def test_a_failed_save_during_training_keeps_the_last_epoch(tiny, tmp_path, monk
         ({"warmup_epochs": 2.0, "schedule": "cosine"}, "warmup_epochs must be less than epochs"),
         ({"augment": "flip"}, "augment must be a helpers.data.Augment"),
         ({"seed": -1}, "seed must be an int >= 0"),
+        ({"precision": "float16"}, r"precision must be one of \('float32', 'bfloat16'\), got 'float16'"),
     ],
 )
 def test_config_validation_names_the_argument_and_the_rule(changes, message):
@@ -270,6 +272,33 @@ def test_a_resume_with_other_ops_is_refused(tiny, tmp_path):
     assert run(fresh_model(), quick_config(epochs=1), *tiny, run_dir=tmp_path, resume=True).status == "completed"
     with pytest.raises(ValueError, match=refused):
         run(fresh_model(), quick_config(epochs=1), *tiny, run_dir=tmp_path, resume=True, ops="scratch")
+
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_precision_sets_the_dtype_of_the_training_forward_only(tiny, precision):
+    model = fresh_model()
+    seen = []  # (training?, dtype of conv1's output, dtype of conv1's weight) at every forward
+    model.conv1.register_forward_hook(
+        lambda module, inputs, output: seen.append((module.training, output.dtype, module.weight.dtype))
+    )
+    history = run(model, quick_config(epochs=1, precision=precision), *tiny)
+    assert history.status == "completed" and history.train_loss[0] < 2.3  # it learns, in either precision
+    compute = torch.bfloat16 if precision == "bfloat16" else torch.float32
+    assert seen == [(True, compute, torch.float32)] * 5 + [(False, torch.float32, torch.float32)]  # 5 batches, validation
+    assert all(value.dtype == torch.float32 for value in model.state_dict().values() if value.is_floating_point())
+
+
+def test_a_checkpoint_older_than_a_config_field_resumes_with_its_default(tiny, tmp_path):
+    config = quick_config(epochs=1)
+    run(fresh_model(), config, *tiny, run_dir=tmp_path)
+    path = tmp_path / "checkpoint.pt"
+    checkpoint = load_checkpoint(path)
+    del checkpoint["config"]["precision"]  # written before precision existed: trained in float32
+    save_atomic(checkpoint, path)
+    assert run(fresh_model(), config, *tiny, run_dir=tmp_path, resume=True).status == "completed"
+    refused = r"different config \(precision: saved 'float32', given 'bfloat16'\)"
+    with pytest.raises(ValueError, match=refused):
+        run(fresh_model(), quick_config(epochs=1, precision="bfloat16"), *tiny, run_dir=tmp_path, resume=True)
 
 
 def test_schedules_follow_their_shapes():
