@@ -43,10 +43,10 @@ def main():
         optimizer="sgd", lr=0.01, momentum=0.9, epochs=arguments.epochs,
         batch_size=arguments.batch_size, augment=Augment(), precision=arguments.precision,
     )
-    print(f"{arguments.model} net, {len(images)} images ({source}), batch {arguments.batch_size}, {arguments.precision}, "
-          f"{arguments.epochs} epoch(s) per run, {torch.get_num_threads()} threads")
+    print(f"{arguments.model} net, {len(images)} images ({source}), batch {arguments.batch_size}, "
+          f"{arguments.precision}, {arguments.epochs} epoch(s) per run, {torch.get_num_threads()} threads")
 
-    warm_up(copy.deepcopy(initial_model), images, labels, arguments.batch_size)
+    warm_up(copy.deepcopy(initial_model), images, labels, config)
     bare_speeds, engine_speeds = [], []
     for repeat in range(arguments.repeats):
         bare_speeds.append(bare_loop_speed(copy.deepcopy(initial_model), images, labels, config))
@@ -91,13 +91,21 @@ def load_images(count):
     return images, labels, "random, CIFAR10_DIR unset"
 
 
-def warm_up(model, images, labels, batch_size):
+def warm_up(model, images, labels, config):
     """A few steps so that one-time kernel set-up counts in neither measurement."""
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    batch_size = config.batch_size
     for inputs, targets in Batches(images[: 4 * batch_size], labels[: 4 * batch_size], batch_size):
         optimizer.zero_grad(set_to_none=True)
-        nn.functional.cross_entropy(model(inputs), targets).backward()
+        with autocast(config):
+            logits = model(inputs).float()
+        nn.functional.cross_entropy(logits, targets).backward()
         optimizer.step()
+
+
+def autocast(config):
+    """The autocast context of ``config.precision``, as ``train()`` uses it on the CPU."""
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.precision == "bfloat16")
 
 
 class Speed(NamedTuple):
@@ -127,7 +135,7 @@ def bare_loop_speed(model, images, labels, config):
     for epoch in range(config.epochs):
         order = torch.randperm(len(inputs), generator=torch.Generator().manual_seed(epoch))
         for batch in order.split(config.batch_size):
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.precision == "bfloat16"):
+            with autocast(config):
                 logits = model(inputs[batch]).float()
             loss = loss_function(logits, labels[batch])
             optimizer.zero_grad(set_to_none=True)

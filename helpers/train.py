@@ -19,7 +19,9 @@ import torch
 
 from helpers.data import Augment, load_cifar10, subset, train_val_split
 from helpers.models import MODEL_NAMES, OPS_CHOICES, build_model
-from helpers.training import OPTIMIZERS, PRECISIONS, SCHEDULES, TTA_SHIFTS, TrainConfig, evaluate, train, write_json_atomic
+from helpers.training import (
+    OPTIMIZERS, PRECISIONS, SCHEDULES, TTA_SHIFTS, TrainConfig, evaluate, train, write_json_atomic,
+)
 
 METRICS_NAME = "metrics.json"
 # --quick: a smoke run of the whole pipeline in about a minute on a laptop CPU.

@@ -284,7 +284,8 @@ def test_precision_sets_the_dtype_of_the_training_forward_only(tiny, precision):
     history = run(model, quick_config(epochs=1, precision=precision), *tiny)
     assert history.status == "completed" and history.train_loss[0] < 2.3  # it learns, in either precision
     compute = torch.bfloat16 if precision == "bfloat16" else torch.float32
-    assert seen == [(True, compute, torch.float32)] * 5 + [(False, torch.float32, torch.float32)]  # 5 batches, validation
+    # 5 training batches, then 1 validation batch
+    assert seen == [(True, compute, torch.float32)] * 5 + [(False, torch.float32, torch.float32)]
     assert all(value.dtype == torch.float32 for value in model.state_dict().values() if value.is_floating_point())
 
 
