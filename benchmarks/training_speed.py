@@ -30,7 +30,7 @@ from torch import nn
 
 from helpers.data import Augment, Batches, load_cifar10, normalize
 from helpers.models import build_model
-from helpers.training import PRECISIONS, TrainConfig, train
+from helpers.training import PRECISIONS, TrainConfig, precision_context, train
 
 
 def main():
@@ -97,15 +97,11 @@ def warm_up(model, images, labels, config):
     batch_size = config.batch_size
     for inputs, targets in Batches(images[: 4 * batch_size], labels[: 4 * batch_size], batch_size):
         optimizer.zero_grad(set_to_none=True)
-        with autocast(config):
+        with precision_context(config.precision, "cpu"):
             logits = model(inputs).float()
         nn.functional.cross_entropy(logits, targets).backward()
         optimizer.step()
 
-
-def autocast(config):
-    """The autocast context of ``config.precision``, as ``train()`` uses it on the CPU."""
-    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.precision == "bfloat16")
 
 
 class Speed(NamedTuple):
@@ -135,7 +131,7 @@ def bare_loop_speed(model, images, labels, config):
     for epoch in range(config.epochs):
         order = torch.randperm(len(inputs), generator=torch.Generator().manual_seed(epoch))
         for batch in order.split(config.batch_size):
-            with autocast(config):
+            with precision_context(config.precision, "cpu"):
                 logits = model(inputs[batch]).float()
             loss = loss_function(logits, labels[batch])
             optimizer.zero_grad(set_to_none=True)

@@ -357,7 +357,7 @@ def _train_one_epoch(model, batches, optimizer, scheduler, loss_function, precis
     for step, (inputs, labels) in enumerate(batches, start=1):
         inputs = inputs.to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16"):
+        with precision_context(precision, device):
             logits = model(inputs).float()
         loss = loss_function(logits, labels)
         optimizer.zero_grad(set_to_none=True)
@@ -375,6 +375,12 @@ def _train_one_epoch(model, batches, optimizer, scheduler, loss_function, precis
                 return math.nan, math.nan, lr
             bar.set_postfix(loss=f"{mean_loss:.3f}", acc=f"{correct.item() / seen:.3f}", refresh=False)
     return loss_sum.item() / seen, correct.item() / seen, lr
+
+
+def precision_context(precision, device):
+    """The context a training forward runs in for the :class:`TrainConfig` ``precision`` on ``device``:
+    ``torch.autocast`` in bfloat16 for ``"bfloat16"``, a disabled one (plain float32) otherwise."""
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bfloat16")
 
 
 def evaluate(model, images, labels, batch_size=1000, tta_flip=False, tta_shifts=()):
