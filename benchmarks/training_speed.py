@@ -103,7 +103,6 @@ def warm_up(model, images, labels, config):
         optimizer.step()
 
 
-
 class Speed(NamedTuple):
     """Images per second of wall time and per second of this process's CPU time."""
 
