@@ -193,6 +193,24 @@ def sweep_table(results):
     return "\n".join(lines)
 
 
+def accuracy_table(evaluations, classes):
+    """Overall and per-class accuracy of each of ``evaluations`` (``{name: Evaluation}``, as
+    :func:`helpers.training.evaluate_views` returns) as a text table, one column per evaluation."""
+    for name, evaluation in evaluations.items():
+        if len(evaluation.per_class_accuracy) != len(classes):
+            raise ValueError(f"evaluation {name!r} has {len(evaluation.per_class_accuracy)} per-class "
+                             f"accuracies, but classes has {len(classes)} names")
+    width = max([10] + [len(name) + 2 for name in evaluations])
+    def row(label, values, precision):
+        return f"{label:<12}" + "".join(f"{value:>{width}.{precision}%}" for value in values)
+
+    header = f"{'class':<12}" + "".join(f"{name:>{width}}" for name in evaluations)
+    lines = [header, row("all", (evaluation.accuracy for evaluation in evaluations.values()), 2)]
+    for index, name in enumerate(classes):
+        lines.append(row(name, (evaluation.per_class_accuracy[index].item() for evaluation in evaluations.values()), 1))
+    return "\n".join(lines)
+
+
 def plot_confusion(confusion, classes):
     """The confusion matrix (rows: true class, columns: predicted class) with its counts written in."""
     confusion = torch.as_tensor(confusion)

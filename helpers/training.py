@@ -43,6 +43,13 @@ STEPS_PER_LOSS_READ = 10
 # Test-time translations (down, right) for `evaluate`: the four one-pixel diagonal shifts, small next to
 # the training crops' four pixels. With flips that makes 10 views of each image.
 TTA_SHIFTS = ((1, 1), (1, -1), (-1, 1), (-1, -1))
+# The test-time augmentations both Q2 notebooks compare (`evaluate_views`): the image alone, with its
+# mirror image, and those two with the four shifts.
+TEST_TIME_VIEWS = {
+    "image": {},
+    "flip": {"tta_flip": True},
+    "10 views": {"tta_flip": True, "tta_shifts": TTA_SHIFTS},
+}
 
 
 @dataclass(kw_only=True)
@@ -423,6 +430,13 @@ def evaluate(model, images, labels, batch_size=1000, tta_flip=False, tta_shifts=
         confusion=confusion,
         loss=F.nll_loss(log_probabilities, labels).item(),
     )
+
+
+def evaluate_views(model, images, labels, views=TEST_TIME_VIEWS):
+    """Return ``{name: Evaluation}``: ``model`` evaluated by :func:`evaluate` once per entry of
+    ``views``, a dict of names to its test-time augmentation arguments (default
+    :data:`TEST_TIME_VIEWS`)."""
+    return {name: evaluate(model, images, labels, **options) for name, options in views.items()}
 
 
 def tta_views(tta_flip, tta_shifts, image_size):

@@ -12,6 +12,7 @@ from helpers import training
 from helpers.data import CLASSES, Augment, normalize, shift
 from helpers.models import build_model
 from helpers.plots import (
+    accuracy_table,
     feature_map_summary,
     feature_maps,
     format_feature_map_summary,
@@ -23,7 +24,7 @@ from helpers.plots import (
     sweep_record,
     sweep_table,
 )
-from helpers.training import History, TrainConfig, evaluate, load_checkpoint, save_atomic, train
+from helpers.training import History, TrainConfig, evaluate, evaluate_views, load_checkpoint, save_atomic, train
 from support import SimulatedKill, learnable_images
 
 matplotlib.use("Agg")
@@ -366,6 +367,34 @@ def test_evaluate_refuses_bad_shifts_before_running_the_model(tiny, shifts, mess
     with pytest.raises(ValueError, match=message):
         evaluate(model, images, labels, tta_shifts=shifts)
     assert not calls
+
+
+def test_evaluate_views_reports_each_test_time_augmentation(tiny):
+    _, _, images, labels = tiny
+    model = fresh_model().eval()
+    results = evaluate_views(model, images, labels)
+    assert list(results) == ["image", "flip", "10 views"]
+    for name, options in training.TEST_TIME_VIEWS.items():
+        expected = evaluate(model, images, labels, **options)
+        assert results[name].accuracy == expected.accuracy
+        assert torch.equal(results[name].confusion, expected.confusion)
+    assert training.TEST_TIME_VIEWS["10 views"]["tta_shifts"] == training.TTA_SHIFTS
+
+
+def test_accuracy_table_has_a_column_per_evaluation_and_a_row_per_class():
+    confusion = torch.diag(torch.arange(1, 11)) + 1  # class k: k + 1 right out of k + 10
+    per_class = confusion.diagonal() / confusion.sum(dim=1)
+    evaluation = training.Evaluation(accuracy=0.125, per_class_accuracy=per_class, confusion=confusion, loss=1.0)
+    perfect = training.Evaluation(accuracy=1.0, per_class_accuracy=torch.ones(10), confusion=confusion, loss=0.0)
+    lines = accuracy_table({"image": evaluation, "a longer name": perfect}, CLASSES).splitlines()
+    assert lines[0].split() == ["class", "image", "a", "longer", "name"]
+    assert lines[1].split() == ["all", "12.50%", "100.00%"]
+    assert [line.split()[0] for line in lines[2:]] == list(CLASSES)
+    assert lines[2].split()[1:] == [f"{2 / 11:.1%}", "100.0%"]
+    assert lines[-1].split()[1:] == [f"{11 / 20:.1%}", "100.0%"]
+    assert len({len(line) for line in lines}) == 1  # the columns line up
+    with pytest.raises(ValueError, match="'image' has 10 per-class accuracies, but classes has 3 names"):
+        accuracy_table({"image": evaluation}, CLASSES[:3])
 
 
 def test_history_and_plots(tiny):
