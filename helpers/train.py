@@ -20,14 +20,16 @@ import torch
 from helpers.data import Augment, load_cifar10, subset, train_val_split
 from helpers.models import MODEL_NAMES, OPS_CHOICES, build_model
 from helpers.training import (
-    OPTIMIZERS, PRECISIONS, SCHEDULES, TTA_SHIFTS, TrainConfig, evaluate, train, write_json_atomic,
+    OPTIMIZERS, PRECISIONS, SCHEDULES, TEST_TIME_VIEWS, TrainConfig, evaluate, train, write_json_atomic,
 )
 
 METRICS_NAME = "metrics.json"
 # --quick: a smoke run of the whole pipeline in about a minute on a laptop CPU.
 QUICK = {"train_per_class": 100, "test_per_class": 20, "val_size": 200, "epochs": 1}
 DEFAULT_VAL_SIZE = 5000
-TTA_CHOICES = ("none", "flip", "flip+shifts")
+# --tta: the command line's names for the test-time views of `TEST_TIME_VIEWS`.
+TTA_CHOICES = {"none": TEST_TIME_VIEWS["image"], "flip": TEST_TIME_VIEWS["flip"],
+               "flip+shifts": TEST_TIME_VIEWS["10 views"]}
 
 
 def main(argv=None):
@@ -163,8 +165,7 @@ def run(arguments, config):
     )
     metrics = {"status": history.status, "message": history.message, "epochs": history.epochs}
     if history.status != "diverged":
-        test = evaluate(model, data.test_images, data.test_labels, tta_flip=arguments.tta != "none",
-                        tta_shifts=TTA_SHIFTS if arguments.tta == "flip+shifts" else ())
+        test = evaluate(model, data.test_images, data.test_labels, **TTA_CHOICES[arguments.tta])
         metrics |= {
             "test_accuracy": test.accuracy,
             "test_loss": test.loss,

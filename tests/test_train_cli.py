@@ -13,6 +13,7 @@ from PIL import Image
 from helpers import data as data_module
 from helpers import train as cli
 from helpers.data import CLASSES
+from helpers.training import TTA_SHIFTS
 
 TRAIN_PER_CLASS, TEST_PER_CLASS = 10, 3
 
@@ -198,3 +199,11 @@ def test_precision_reaches_the_config_and_defaults_to_float32():
     parse = cli.build_parser().parse_args
     assert cli.config_from(parse([])).precision == "float32"
     assert cli.config_from(parse(["--precision", "bfloat16"])).precision == "bfloat16"
+
+
+def test_tta_choices_are_the_evaluate_options_of_each_view():
+    assert cli.TTA_CHOICES == {
+        "none": {},
+        "flip": {"tta_flip": True},
+        "flip+shifts": {"tta_flip": True, "tta_shifts": TTA_SHIFTS},
+    }
