@@ -62,16 +62,29 @@ DECODE_THREADS = min(8, 2 * (os.cpu_count() or 1))
 DECODE_CHUNK = 500
 INTEGER_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
-HOW_TO_FIX = (
-    f"Set {ENV_VAR} to a folder holding either train/<class>/*.jpg and test/<class>/*.jpg "
-    f"(10 class folders: {', '.join(CLASSES)}) or torchvision's {BATCHES_DIR_NAME}/ "
-    "(data_batch_1..5, test_batch, batches.meta); on a machine that is online, leave it unset "
-    f"and torchvision downloads CIFAR-10 into {DATA_DIR}."
-)
+ROOT_NAME = "the root argument"
+# A damaged or misshapen image: removing it would only fail the image count, so the advice is to restore it.
+RESTORE_IMAGE = "restore it from the original CIFAR-10 archive (the data set needs every one of its images)"
+
+
+def how_to_fix(target=ENV_VAR, root_name=ROOT_NAME):
+    """The advice that ends an error about a missing or incomplete source: point ``target`` (the option or
+    variable the folder came from) at a complete copy, or download one (``root_name``: how the caller calls
+    ``load_cifar10``'s ``root``, e.g. ``--data-dir``)."""
+    return (
+        f"Point {target} at a folder holding either train/<class>/*.jpg and test/<class>/*.jpg "
+        f"(10 class folders: {', '.join(CLASSES)}) or torchvision's {BATCHES_DIR_NAME}/ "
+        f"(data_batch_1..5, test_batch, batches.meta); or, on a machine that is online, give neither "
+        f"{root_name} nor {ENV_VAR} and torchvision downloads CIFAR-10 into {DATA_DIR}."
+    )
 
 
 class DatasetError(ValueError):
     """The CIFAR-10 source is missing, incomplete or not what it should be (the message says how)."""
+
+
+class _IncompleteSource(DatasetError):
+    """A source that lacks files or images: `load_cifar10` ends its message with `how_to_fix`."""
 
 
 @dataclass(repr=False)
@@ -97,7 +110,7 @@ class CIFAR10:
 # --------------------------------------------------------------------------------------------
 
 
-def load_cifar10(root=None, cache_dir=DATA_DIR, expected_counts=EXPECTED_COUNTS, download=True):
+def load_cifar10(root=None, cache_dir=DATA_DIR, expected_counts=EXPECTED_COUNTS, download=True, root_name=ROOT_NAME):
     """Return CIFAR-10 as a `CIFAR10` of uint8 image and int64 label tensors.
 
     The source is ``root`` if given, else ``$CIFAR10_DIR``, else ``cache_dir`` (where torchvision
@@ -107,26 +120,17 @@ def load_cifar10(root=None, cache_dir=DATA_DIR, expected_counts=EXPECTED_COUNTS,
     (the 10 CIFAR-10 classes in label order, ``expected_counts`` = (train, test) images, each 32x32
     RGB) and decoded once; the arrays are cached in ``cache_dir`` under a name that hashes the source
     path and its file listing, so later loads only read the cache. The source is never written to.
-    Tests pass small ``expected_counts`` to load small fake trees.
+    Tests pass small ``expected_counts`` to load small fake trees. Errors are :class:`DatasetError`s
+    that name the folder or file and the fix, calling ``root`` by ``root_name`` (the command line
+    passes ``--data-dir``).
     """
     _check_expected_counts(expected_counts)
     cache_dir = Path(cache_dir)
-    source_dir = _find_source(root, cache_dir, download)
-    layout = "batches" if _is_batches_dir(source_dir) else "folders"
-    listing = _list_source(source_dir, layout)
-    cache_path = cache_dir / f"cifar10-{_cache_key(source_dir, layout, listing)}.npz"
-
-    arrays = _read_cache(cache_path)
-    if arrays is None:
-        print(f"helpers.data: decoding CIFAR-10 from {source_dir} once, into {cache_path}", file=sys.stderr)
-        started = time.perf_counter()
-        if layout == "batches":
-            arrays = _read_batches(source_dir, expected_counts)
-        else:
-            arrays = _decode_folders(source_dir, listing, expected_counts)
-        print(f"helpers.data: decoded in {time.perf_counter() - started:.1f} s", file=sys.stderr)
-        _write_cache(cache_path, arrays)
-    _check_arrays(arrays, expected_counts, origin=str(cache_path))
+    source_dir, target = _find_source(root, root_name, cache_dir, download)
+    try:
+        arrays = _load_arrays(source_dir, cache_dir, expected_counts)
+    except _IncompleteSource as error:
+        raise DatasetError(f"{error} {how_to_fix(target, root_name)}") from error.__cause__
     return CIFAR10(
         train_images=torch.from_numpy(arrays["train_images"]),
         train_labels=torch.from_numpy(arrays["train_labels"]),
@@ -135,6 +139,28 @@ def load_cifar10(root=None, cache_dir=DATA_DIR, expected_counts=EXPECTED_COUNTS,
         classes=CLASSES,
         source=str(source_dir),
     )
+
+
+def _load_arrays(source_dir, cache_dir, expected_counts):
+    """The checked arrays of ``source_dir``: from the cache, else read (and checked) and then cached."""
+    layout = "batches" if _is_batches_dir(source_dir) else "folders"
+    listing = _list_source(source_dir, layout)
+    cache_path = cache_dir / f"cifar10-{_cache_key(source_dir, layout, listing)}.npz"
+    arrays = _read_cache(cache_path)
+    if arrays is None:
+        started = time.perf_counter()
+        if layout == "batches":  # six pickles, read and checked in a second or two
+            arrays = _read_batches(source_dir, expected_counts)
+            print(f"helpers.data: read CIFAR-10 from {source_dir} in {time.perf_counter() - started:.1f} s, "
+                  f"cached in {cache_path}", file=sys.stderr)
+        else:
+            _check_folder_counts(source_dir, listing, expected_counts)
+            print(f"helpers.data: decoding CIFAR-10 from {source_dir} once, into {cache_path}", file=sys.stderr)
+            arrays = _decode_folders(source_dir, listing)
+            print(f"helpers.data: decoded in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+        _write_cache(cache_path, arrays)
+    _check_arrays(arrays, expected_counts, origin=str(cache_path))
+    return arrays
 
 
 def _check_expected_counts(expected_counts):
@@ -148,21 +174,23 @@ def _check_expected_counts(expected_counts):
         )
 
 
-def _find_source(root, cache_dir, download):
-    """Return the folder that holds CIFAR-10 (a batches folder or a train/ test/ root)."""
+def _find_source(root, root_name, cache_dir, download):
+    """Return the folder that holds CIFAR-10 (a batches folder or a train/ test/ root), and the name of
+    what chose it (``root_name``, the variable, or both when neither was given), for the advice."""
     if root is not None:
-        return _source_in(Path(root), "the root argument")
+        return _source_in(Path(root), root_name, how_to_fix(root_name, root_name)), root_name
     if os.environ.get(ENV_VAR):
-        return _source_in(_resolve_env_dir(os.environ[ENV_VAR]), ENV_VAR)
+        return _source_in(_resolve_env_dir(os.environ[ENV_VAR]), ENV_VAR, how_to_fix(ENV_VAR, root_name)), ENV_VAR
+    target = f"{ENV_VAR} or {root_name}"
     if _source_layout(cache_dir) is not None:
-        return _source_in(cache_dir, "the default data folder")
+        return _source_in(cache_dir, "the default data folder", how_to_fix(target, root_name)), target
     if not download:
         raise DatasetError(
-            f"No CIFAR-10 found: no root argument, {ENV_VAR} unset, and {cache_dir} holds neither "
-            f"{BATCHES_DIR_NAME}/ nor train/ and test/ folders (download=False). {HOW_TO_FIX}"
+            f"No CIFAR-10 found: {root_name} not given, {ENV_VAR} unset, and {cache_dir} holds neither "
+            f"{BATCHES_DIR_NAME}/ nor train/ and test/ folders (download=False). {how_to_fix(target, root_name)}"
         )
-    _download_batches(cache_dir)
-    return cache_dir / BATCHES_DIR_NAME
+    _download_batches(cache_dir, root_name, how_to_fix(target, root_name))
+    return cache_dir / BATCHES_DIR_NAME, target
 
 
 def _resolve_env_dir(value):
@@ -173,15 +201,15 @@ def _resolve_env_dir(value):
     return REPO_ROOT / path
 
 
-def _source_in(path, origin):
+def _source_in(path, origin, fix):
     if not path.is_dir():
-        raise DatasetError(f"CIFAR-10 folder {path} (from {origin}) does not exist. {HOW_TO_FIX}")
+        raise DatasetError(f"CIFAR-10 folder {path} (from {origin}) does not exist. {fix}")
     layout_dir = _source_layout(path)
     if layout_dir is None:
         found = sorted(entry.name for entry in path.iterdir())[:20]
         raise DatasetError(
             f"CIFAR-10 folder {path} (from {origin}) holds neither {BATCHES_DIR_NAME}/ nor train/ "
-            f"and test/ folders; found: {found}. {HOW_TO_FIX}"
+            f"and test/ folders; found: {found}. {fix}"
         )
     return layout_dir
 
@@ -201,7 +229,7 @@ def _is_batches_dir(path):
     return (path / TRAIN_BATCH_FILES[0]).is_file()
 
 
-def _download_batches(cache_dir):
+def _download_batches(cache_dir, root_name, fix):
     """Download torchvision's CIFAR-10 batches into ``cache_dir``; a clear error when offline."""
     from torchvision import datasets  # imported here: only this rare path needs torchvision
 
@@ -210,8 +238,8 @@ def _download_batches(cache_dir):
         datasets.CIFAR10(root=str(cache_dir), train=True, download=True)
     except (OSError, RuntimeError) as error:
         raise DatasetError(
-            f"No CIFAR-10 found (no root argument, {ENV_VAR} unset, nothing in {cache_dir}) and "
-            f"the download failed: {error}. {HOW_TO_FIX}"
+            f"No CIFAR-10 found ({root_name} not given, {ENV_VAR} unset, nothing in {cache_dir}) and "
+            f"the download failed: {error}. {fix}"
         ) from error
 
 
@@ -226,13 +254,13 @@ def _list_source(source_dir, layout):
         names = (*TRAIN_BATCH_FILES, TEST_BATCH_FILE, META_FILE)
         missing = [name for name in names if not (source_dir / name).is_file()]
         if missing:
-            raise DatasetError(f"{source_dir} lacks {', '.join(missing)}. {HOW_TO_FIX}")
+            raise _IncompleteSource(f"{source_dir} lacks {', '.join(missing)}.")
         return [f"{name}\0{(source_dir / name).stat().st_size}" for name in names]
     listing = []
     for split in ("train", "test"):
         split_dir = source_dir / split
         if not split_dir.is_dir():
-            raise DatasetError(f"{split_dir} is missing: image folders need train/ and test/. {HOW_TO_FIX}")
+            raise _IncompleteSource(f"{split_dir} is missing: image folders need train/ and test/.")
         for class_name in _class_folders(split_dir):
             names = sorted(
                 name for name in os.listdir(split_dir / class_name) if name.lower().endswith(IMAGE_SUFFIXES)
@@ -317,7 +345,7 @@ def _unpickle(path):
         with open(path, "rb") as file:
             content = pickle.load(file, encoding="bytes")
     except (OSError, pickle.UnpicklingError, EOFError, ValueError) as error:
-        raise DatasetError(f"cannot read {path}: {error}. {HOW_TO_FIX}") from error
+        raise _IncompleteSource(f"cannot read {path}: {error}.") from error
     if not isinstance(content, dict):
         raise DatasetError(f"{path} holds a {type(content).__name__}, not a CIFAR-10 batch dict")
     return content
@@ -336,18 +364,24 @@ def _read_batch(path):
     return data.reshape(-1, *IMAGE_SHAPE), np.asarray(labels, dtype=np.int64)
 
 
-def _decode_folders(source_dir, listing, expected_counts):
-    """Decode the listed images (in sorted order, with a thread pool) into the cache's arrays."""
-    arrays = {}
+def _check_folder_counts(source_dir, listing, expected_counts):
+    """Refuse image folders whose train/ or test/ does not hold the expected number of images."""
     for split, expected in zip(("train", "test"), expected_counts):
         relative_paths = [path for path in listing if path.startswith(f"{split}/")]
         if len(relative_paths) != expected:
             class_names = [path.split("/")[1] for path in relative_paths]
             per_class = {name: class_names.count(name) for name in CLASSES}
-            raise DatasetError(
+            raise _IncompleteSource(
                 f"{source_dir / split} holds {len(relative_paths)} images ({', '.join(IMAGE_SUFFIXES)}); "
-                f"expected {expected}. Per class: {per_class}. {HOW_TO_FIX}"
+                f"expected {expected}. Per class: {per_class}."
             )
+
+
+def _decode_folders(source_dir, listing):
+    """Decode the listed images (in sorted order, with a thread pool) into the cache's arrays."""
+    arrays = {}
+    for split in ("train", "test"):
+        relative_paths = [path for path in listing if path.startswith(f"{split}/")]
         labels = [CLASSES.index(path.split("/")[1]) for path in relative_paths]
         images = _decode_images([source_dir / path for path in relative_paths])
         arrays[f"{split}_images"] = images
@@ -380,11 +414,11 @@ def _decode_image(path):
             size, mode = image.size, image.mode
             pixels = np.asarray(image) if size == (width, height) and mode == "RGB" else None
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as error:
-        raise DatasetError(f"cannot decode {path}: {error}. Replace or remove the file.") from error
+        raise DatasetError(f"cannot decode {path} ({error}): {RESTORE_IMAGE}.") from error
     if pixels is None:
         raise DatasetError(
             f"{path} is a {size[0]}x{size[1]} {mode} image; every CIFAR-10 image must be "
-            f"{width}x{height} RGB. Replace or remove the file."
+            f"{width}x{height} RGB: {RESTORE_IMAGE}."
         )
     return pixels
 
@@ -398,9 +432,8 @@ def _check_arrays(arrays, expected_counts, origin):
                 f"{origin}: {split} images are {images.dtype} {images.shape}; expected uint8 [N, 3, 32, 32]"
             )
         if len(images) != expected or len(labels) != expected:
-            raise DatasetError(
-                f"{origin}: {len(images)} {split} images and {len(labels)} labels; expected {expected}. "
-                f"{HOW_TO_FIX}"
+            raise _IncompleteSource(
+                f"{origin}: {len(images)} {split} images and {len(labels)} labels; expected {expected}."
             )
         if labels.dtype != np.int64 or labels.min() < 0 or labels.max() >= len(CLASSES):
             raise DatasetError(f"{origin}: {split} labels must be int64 in 0..{len(CLASSES) - 1}")
@@ -414,8 +447,8 @@ def subset(data, train_per_class, test_per_class):
     for name, count in (("train_per_class", train_per_class), ("test_per_class", test_per_class)):
         if not _is_int_at_least(count, 1):
             raise ValueError(f"{name} must be a positive int, got {count!r}")
-    train_index = _first_per_class(data.train_labels, train_per_class, len(data.classes), "train_per_class")
-    test_index = _first_per_class(data.test_labels, test_per_class, len(data.classes), "test_per_class")
+    train_index = _first_per_class(data.train_labels, train_per_class, data.classes, "train_per_class", "training")
+    test_index = _first_per_class(data.test_labels, test_per_class, data.classes, "test_per_class", "test")
     return CIFAR10(
         train_images=data.train_images[train_index],
         train_labels=data.train_labels[train_index],
@@ -426,12 +459,14 @@ def subset(data, train_per_class, test_per_class):
     )
 
 
-def _first_per_class(labels, per_class, num_classes, name):
+def _first_per_class(labels, per_class, classes, name, split):
     indices = []
-    for label in range(num_classes):
+    for label, class_name in enumerate(classes):
         of_class = torch.nonzero(labels == label).flatten()
         if len(of_class) < per_class:
-            raise ValueError(f"{name}={per_class} but class {label} has only {len(of_class)} images")
+            raise ValueError(
+                f"{name}={per_class} is more than the {len(of_class)} {split} images of class {class_name!r}"
+            )
         indices.append(of_class[:per_class])
     return torch.cat(indices).sort().values
 
@@ -446,9 +481,10 @@ def train_val_split(labels, val_size=5000, seed=0):
 
     Each class gives the validation set its share of ``val_size`` (proportional to its count,
     rounded by largest remainder so the shares add up exactly), drawn at random with ``seed``.
-    Both index tensors are sorted int64; together they cover every index exactly once.
+    Both index tensors are sorted int64 on the CPU (they index tensors on any device); together they
+    cover every index exactly once.
     """
-    labels = torch.as_tensor(labels)
+    labels = torch.as_tensor(labels).cpu()  # index bookkeeping, whatever device the labels live on
     if labels.ndim != 1 or labels.dtype not in INTEGER_DTYPES:
         raise ValueError(f"labels must be a 1-D integer tensor, got {labels.dtype} {tuple(labels.shape)}")
     if not _is_int_at_least(val_size, 0) or val_size >= len(labels):

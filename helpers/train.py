@@ -6,8 +6,10 @@
 
 The run directory receives checkpoint.pt and history.json after every epoch, then metrics.json
 (test accuracy, per-class accuracy, confusion matrix, and the run's settings), curves.png and
-confusion.png. ``--resume`` continues a killed run from its last completed epoch and finishes
-exactly as an uninterrupted run would; it refuses settings that differ from the saved run's.
+confusion.png. ``--resume`` continues a killed (or Ctrl-C'd) run from its last completed epoch and
+finishes exactly as an uninterrupted run would; it refuses settings that differ from the saved run's.
+The device and precision default to the fastest the machine runs: a CUDA GPU if there is one, and
+bfloat16 where the hardware runs it natively (see helpers.training.choose_precision).
 """
 
 import argparse
@@ -20,20 +22,33 @@ import torch
 from helpers.data import Augment, load_cifar10, subset, train_val_split
 from helpers.models import MODEL_NAMES, OPS_CHOICES, build_model
 from helpers.training import (
-    OPTIMIZERS, PRECISIONS, SCHEDULES, TEST_TIME_VIEWS, TrainConfig, evaluate, train, write_json_atomic,
+    CHECKPOINT_NAME, OPTIMIZERS, PRECISIONS, SCHEDULES, TEST_TIME_VIEWS, CheckpointError, ResumeMismatch,
+    TrainConfig, TrainingInterrupted, check_resume, choose_device, choose_precision, evaluate, train,
+    write_json_atomic,
 )
 
 METRICS_NAME = "metrics.json"
 # --quick: a smoke run of the whole pipeline in about a minute on a laptop CPU.
 QUICK = {"train_per_class": 100, "test_per_class": 20, "val_size": 200, "epochs": 1}
+# The options --quick sets itself, so it refuses to be combined with them.
+QUICK_OPTIONS = {"--epochs": "epochs", "--val-size": "val_size", "--train-subset": "train_subset",
+                 "--test-subset": "test_subset"}
+DEFAULT_EPOCHS = 20
 DEFAULT_VAL_SIZE = 5000
+# Exit status of a run stopped by Ctrl-C (128 + SIGINT), as shells report it.
+INTERRUPTED_STATUS = 130
 # --tta: the command line's names for the test-time views of `TEST_TIME_VIEWS`.
 TTA_CHOICES = {"none": TEST_TIME_VIEWS["image"], "flip": TEST_TIME_VIEWS["flip"],
                "flip+shifts": TEST_TIME_VIEWS["10 views"]}
 
 
 def main(argv=None):
-    """Parse ``argv`` (default: the command line), train, evaluate on the test set, write the results."""
+    """Parse ``argv`` (default: the command line), train, evaluate on the test set, write the results.
+
+    Every failure ends the program with one line that names the option or file and the fix: bad
+    options exit 2, a run that cannot start or go on (data, checkpoint, resume) exits 1, and Ctrl-C
+    exits 130 saying how to continue.
+    """
     parser = build_parser()
     arguments = parser.parse_args(argv)
     try:
@@ -42,14 +57,46 @@ def main(argv=None):
         parser.error(str(error))
     try:
         run(arguments, config)
-    except (OSError, ValueError) as error:  # missing data, a resume that does not match, ...
-        parser.exit(1, f"{parser.prog}: error: {error}\n")
+    except TrainingInterrupted as interrupt:
+        parser.exit(INTERRUPTED_STATUS, f"{parser.prog}: interrupted in epoch {interrupt.epoch} of {interrupt.epochs}; "
+                                        "run the same command with --resume to continue\n")
+    except KeyboardInterrupt:
+        parser.exit(INTERRUPTED_STATUS, f"{parser.prog}: interrupted; run the same command with --resume to continue\n")
+    except (OSError, ValueError) as error:  # missing data, an unreadable checkpoint, a resume that does not match...
+        parser.exit(1, f"{parser.prog}: error: {error_message(error)}\n")
+
+
+def error_message(error):
+    """The one-line message of an error that stops a run, in the command line's terms."""
+    if isinstance(error, CheckpointError):
+        return (f"cannot read the checkpoint {error.path}: {error.problem}; delete it to start afresh, "
+                "or use another --run-dir")
+    if isinstance(error, ResumeMismatch):
+        run_dir = error.path.parent
+        if "network" in error.differences:
+            return f"{error}; resume with the --model and --affine it was trained with, or use another --run-dir"
+        saved = " ".join(_as_options(name, old) for name, (old, new) in error.differences.items())
+        given = " ".join(_as_options(name, new) for name, (old, new) in error.differences.items())
+        return (f"cannot resume {run_dir}: it was saved with {saved}, given {given}; run the command it was "
+                "saved with, or use another --run-dir")
+    return str(error)
+
+
+def _as_options(name, value):
+    """A setting of a saved run written as the command-line option that gives it, e.g. ``--lr 0.05``."""
+    option = "--" + name.replace("_", "-")
+    if isinstance(value, bool):
+        return option if value else f"no {option}"
+    if name == "augment" and isinstance(value, dict):
+        value = Augment(**value)
+    return f"{option} {value:g}" if isinstance(value, float) else f"{option} {value}"
 
 
 def build_parser():
     """The argument parser; ``--help`` documents every option."""
     parser = argparse.ArgumentParser(
         prog="python -m helpers.train",
+        usage="%(prog)s [options]  (--help lists them)",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -64,12 +111,13 @@ def build_parser():
                             "(default: torch)")
 
     optimization = parser.add_argument_group("optimization")
-    optimization.add_argument("--epochs", type=_positive_int, default=20, help="number of epochs (default: 20)")
+    optimization.add_argument("--epochs", type=_positive_int, default=None,
+                              help=f"number of epochs (default: {DEFAULT_EPOCHS})")
     optimization.add_argument("--batch-size", type=_positive_int, default=128, help="batch size (default: 128)")
     optimization.add_argument("--lr", type=_positive_float, default=0.05,
                               help="learning rate; the peak for onecycle and cosine (default: 0.05)")
     optimization.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd", help="optimizer (default: sgd)")
-    optimization.add_argument("--momentum", type=_non_negative_float, default=0.9,
+    optimization.add_argument("--momentum", type=_fraction, default=0.9,
                               help="SGD momentum, in [0, 1) (default: 0.9)")
     optimization.add_argument("--nesterov", action="store_true", help="SGD with Nesterov momentum")
     optimization.add_argument("--weight-decay", type=_non_negative_float, default=0.0,
@@ -78,15 +126,16 @@ def build_parser():
                               help="learning-rate schedule, stepped per batch (default: constant)")
     optimization.add_argument("--warmup-epochs", type=_non_negative_float, default=0.0,
                               help="cosine only: epochs of linear warm-up (default: 0)")
-    optimization.add_argument("--label-smoothing", type=_non_negative_float, default=0.0,
+    optimization.add_argument("--label-smoothing", type=_fraction, default=0.0,
                               help="label smoothing of the training loss, in [0, 1) (default: 0)")
     optimization.add_argument("--augment", type=_augment, default=Augment(),
                               help="training augmentation: 'none' or parts joined by '+': flip, crop[:PIXELS] "
                                    "(default 4), rotate[:DEGREES] (default 15); e.g. flip+crop+rotate (default: none)")
-    optimization.add_argument("--precision", choices=PRECISIONS, default="float32",
+    optimization.add_argument("--precision", choices=("auto", *PRECISIONS), default="auto",
                               help="bfloat16: mixed-precision training (convolutions in bfloat16 under "
-                                   "torch.autocast, weights and loss in float32); evaluation is float32 "
-                                   "(default: float32)")
+                                   "torch.autocast, weights and loss in float32); evaluation is float32. "
+                                   "auto: bfloat16 where the device runs it natively (a CPU with AVX512-BF16 "
+                                   "or AMX, a CUDA GPU that supports it), else float32 (default: auto)")
     optimization.add_argument("--seed", type=_non_negative_int, default=0,
                               help="seed of the initial weights, data order and augmentation (default: 0)")
 
@@ -103,7 +152,7 @@ def build_parser():
     data.add_argument("--quick", action="store_true",
                       help=f"smoke run: {QUICK['train_per_class']} train and {QUICK['test_per_class']} test images "
                            f"per class, {QUICK['val_size']} for validation, {QUICK['epochs']} epoch "
-                           "(overrides --epochs, --val-size and the subsets)")
+                           f"(so it cannot be combined with {', '.join(QUICK_OPTIONS)})")
 
     run = parser.add_argument_group("run")
     run.add_argument("--run-dir", type=Path, default=None,
@@ -124,15 +173,19 @@ def build_parser():
 
 
 def config_from(arguments):
-    """The :class:`TrainConfig` the parsed ``arguments`` describe (validated by TrainConfig)."""
-    if arguments.affine and arguments.model != "bn":
-        raise ValueError("argument --affine: only applies to --model bn")
-    if arguments.device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("argument --device: cuda was asked for but no GPU is available")
+    """The :class:`TrainConfig` the parsed ``arguments`` describe, with ``--precision auto`` resolved.
+
+    Combinations of options that cannot work are refused here, naming the options, before any work.
+    """
+    _check_combinations(arguments)
+    epochs = QUICK["epochs"] if arguments.quick else arguments.epochs or DEFAULT_EPOCHS
+    if arguments.warmup_epochs >= epochs:
+        raise ValueError(f"argument --warmup-epochs: must be less than the {epochs} epochs, "
+                         f"got {arguments.warmup_epochs:g}")
     return TrainConfig(
         optimizer=arguments.optimizer,
         lr=arguments.lr,
-        epochs=QUICK["epochs"] if arguments.quick else arguments.epochs,
+        epochs=epochs,
         momentum=arguments.momentum,
         nesterov=arguments.nesterov,
         weight_decay=arguments.weight_decay,
@@ -142,26 +195,68 @@ def config_from(arguments):
         label_smoothing=arguments.label_smoothing,
         augment=arguments.augment,
         seed=arguments.seed,
-        precision=arguments.precision,
+        precision=training_precision(arguments)[0],
     )
+
+
+def _check_combinations(arguments):
+    """Refuse options that contradict each other, in the command line's terms."""
+    if arguments.affine and arguments.model != "bn":
+        raise ValueError("argument --affine: only applies to --model bn")
+    if arguments.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("argument --device: cuda was asked for but no GPU is available")
+    if arguments.quick:
+        given = [option for option, name in QUICK_OPTIONS.items() if getattr(arguments, name) is not None]
+        if given:
+            raise ValueError(f"argument --quick: it sets {', '.join(given)} itself; drop --quick, or "
+                             f"{'that option' if len(given) == 1 else 'those options'}")
+    if arguments.nesterov and (arguments.optimizer != "sgd" or arguments.momentum == 0):
+        raise ValueError(f"argument --nesterov: needs --optimizer sgd and --momentum > 0, got --optimizer "
+                         f"{arguments.optimizer} --momentum {arguments.momentum:g}")
+    if arguments.warmup_epochs and arguments.schedule != "cosine":
+        raise ValueError("argument --warmup-epochs: only applies to --schedule cosine, "
+                         f"got --schedule {arguments.schedule}")
+
+
+def training_device(arguments):
+    """Return ``(device, reason)``: the ``--device`` asked for, or :func:`choose_device`'s for ``auto``."""
+    if arguments.device == "auto":
+        return choose_device()
+    return torch.device(arguments.device), f"{arguments.device} (--device)"
+
+
+def training_precision(arguments):
+    """Return ``(precision, reason)``: the ``--precision`` asked for, or :func:`choose_precision`'s
+    for ``auto`` on the training device."""
+    if arguments.precision == "auto":
+        return choose_precision(training_device(arguments)[0])
+    return arguments.precision, f"{arguments.precision} (--precision)"
 
 
 def run(arguments, config):
     """Load the data, train, evaluate on the test set, and write the run directory's files."""
-    run_dir = arguments.run_dir or default_run_dir(arguments, config)
+    run_dir = Path(arguments.run_dir or default_run_dir(arguments, config))
+    model_settings = {"model": arguments.model, "affine": arguments.affine}
+    epochs_saved = _check_run_dir(run_dir, arguments, config, model_settings)
     data = load_data(arguments)
     val_size = validation_size(arguments, len(data.train_labels))
     train_index, val_index = train_val_split(data.train_labels, val_size=val_size, seed=config.seed)
     validation = (data.train_images[val_index], data.train_labels[val_index]) if val_size else (None, None)
     torch.manual_seed(config.seed)
     model = build_model(arguments.model, affine=arguments.affine, ops=arguments.ops)
-    device = None if arguments.device == "auto" else arguments.device
+    device, device_reason = training_device(arguments)
     print(f"{arguments.model} net, {len(train_index)} train / {len(val_index)} validation / "
           f"{len(data.test_labels)} test images from {data.source}; run directory {run_dir}", file=sys.stderr)
+    print(f"device {device_reason}; precision {training_precision(arguments)[1]}", file=sys.stderr)
+    if epochs_saved is not None and epochs_saved < config.epochs:
+        print(f"resuming {run_dir} from epoch {epochs_saved + 1} of {config.epochs}", file=sys.stderr)
+    elif epochs_saved is not None:
+        print(f"resuming {run_dir}: all {config.epochs} epochs are done, testing only", file=sys.stderr)
     history = train(
         model, config, data.train_images[train_index], data.train_labels[train_index], *validation,
         run_dir=run_dir, resume=arguments.resume, progress=not arguments.no_progress,
         device=device, num_threads=arguments.threads, ops=arguments.ops,
+        model_settings=model_settings,
     )
     metrics = {"status": history.status, "message": history.message, "epochs": history.epochs}
     if history.status != "diverged":
@@ -184,15 +279,43 @@ def run(arguments, config):
     return metrics
 
 
+def _check_run_dir(run_dir, arguments, config, model_settings):
+    """Refuse, before any work, to overwrite a saved run, or to resume one that is unreadable or was
+    saved with other options; return the number of epochs a ``--resume`` continues from (None when it
+    starts afresh)."""
+    if not arguments.resume:
+        if (run_dir / CHECKPOINT_NAME).exists():
+            raise FileExistsError(f"{run_dir} already holds a run: add --resume to continue it, "
+                                  "or use another --run-dir")
+        return None
+    epochs_saved = check_resume(run_dir, config, arguments.ops, model_settings)
+    if epochs_saved is None:
+        print(f"no checkpoint in {run_dir} yet: starting a fresh run", file=sys.stderr)
+    return epochs_saved
+
+
 def load_data(arguments):
     """CIFAR-10 from ``--data-dir`` (or $CIFAR10_DIR), cut to the requested subsets."""
-    data = load_cifar10(root=arguments.data_dir)
+    data = load_cifar10(root=arguments.data_dir, root_name="--data-dir")
     train_per_class = QUICK["train_per_class"] if arguments.quick else arguments.train_subset
     test_per_class = QUICK["test_per_class"] if arguments.quick else arguments.test_subset
     if train_per_class is not None or test_per_class is not None:
-        counts = torch.bincount(data.train_labels).min().item(), torch.bincount(data.test_labels).min().item()
-        data = subset(data, train_per_class or counts[0], test_per_class or counts[1])
+        train_available = _images_per_class(data.train_labels, data.classes, "--train-subset", train_per_class,
+                                            "training")
+        test_available = _images_per_class(data.test_labels, data.classes, "--test-subset", test_per_class,
+                                           "test")
+        data = subset(data, train_per_class or train_available, test_per_class or test_available)
     return data
+
+
+def _images_per_class(labels, classes, option, wanted, split):
+    """The number of images of the smallest class; refuses a ``wanted`` per-class subset larger than that."""
+    counts = torch.bincount(labels, minlength=len(classes))
+    smallest = int(counts.argmin())
+    if wanted is not None and wanted > counts[smallest]:
+        raise ValueError(f"argument {option}: at most {int(counts[smallest])} (the {split} images of class "
+                         f"{classes[smallest]!r}), got {wanted}")
+    return int(counts[smallest])
 
 
 def validation_size(arguments, train_count):
@@ -264,6 +387,13 @@ def _int_at_least(text, minimum):
         raise argparse.ArgumentTypeError(f"must be an int >= {minimum}, got {text!r}") from None
     if value < minimum:
         raise argparse.ArgumentTypeError(f"must be an int >= {minimum}, got {text!r}")
+    return value
+
+
+def _fraction(text):
+    value = _finite_float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1), got {text!r}")
     return value
 
 

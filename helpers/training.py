@@ -14,9 +14,11 @@ import functools
 import json
 import math
 import os
+import pickle
 import random
 import tempfile
 import time
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +39,8 @@ PRECISIONS = ("float32", "bfloat16")
 CHECKPOINT_NAME = "checkpoint.pt"
 HISTORY_NAME = "history.json"
 CHECKPOINT_FORMAT = 1
+# What every checkpoint of `train` holds (newer ones add ops and model_settings).
+_CHECKPOINT_KEYS = {"epoch", "model", "optimizer", "scheduler", "rng", "history", "config"}
 # Steps between two reads of the running loss: each read (``.item()``) waits for the device, and
 # a non-finite loss stops the run at the next read.
 STEPS_PER_LOSS_READ = 10
@@ -50,6 +54,49 @@ TEST_TIME_VIEWS = {
     "flip": {"tta_flip": True},
     "10 views": {"tta_flip": True, "tta_shifts": TTA_SHIFTS},
 }
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be read (empty, truncated, corrupted, or not written by :func:`train`).
+
+    ``path`` names the file and ``problem`` says what is wrong with it; the message adds the fix.
+    """
+
+    def __init__(self, path, problem):
+        super().__init__(f"cannot read the checkpoint {path}: {problem}; delete it to start that run afresh, "
+                         "or use another run directory")
+        self.path = Path(path)
+        self.problem = problem
+
+
+class ResumeMismatch(ValueError):
+    """A resume refused because the saved run differs from the one asked for.
+
+    ``differences`` maps each differing setting (a :class:`TrainConfig` field, ``ops``, a key of
+    ``model_settings``, or ``"network"`` for the network's own tensors) to its ``(saved, given)`` values.
+    """
+
+    def __init__(self, message, path, differences):
+        super().__init__(message)
+        self.path = Path(path)
+        self.differences = differences
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C (a KeyboardInterrupt) during :func:`train`, told where it struck.
+
+    ``epoch`` (1-based) of ``epochs`` was running; ``saved_epochs`` epochs are in the checkpoint of
+    ``run_dir`` (None without one), so that ``resume=True`` continues from there.
+    """
+
+    def __init__(self, epoch, epochs, saved_epochs, run_dir):
+        where = f"training interrupted in epoch {epoch} of {epochs}"
+        if run_dir is None:
+            super().__init__(f"{where} (no run_dir: nothing was saved)")
+        else:
+            super().__init__(f"{where}; {saved_epochs} completed epochs are saved in {run_dir}: "
+                             "resume=True continues from there")
+        self.epoch, self.epochs, self.saved_epochs, self.run_dir = epoch, epochs, saved_epochs, run_dir
 
 
 @dataclass(kw_only=True)
@@ -175,8 +222,66 @@ class Evaluation:
 
 
 def default_device():
-    """``cuda`` when a GPU is present, else ``cpu``."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """``cuda`` when a GPU is present, else ``cpu`` (the device of :func:`choose_device`)."""
+    return choose_device()[0]
+
+
+def choose_device():
+    """Return ``(device, reason)``: the CUDA GPU when torch sees one, else the CPU, and a one-line reason."""
+    if torch.cuda.is_available():
+        return torch.device("cuda"), f"cuda: {torch.cuda.get_device_name()} (a CUDA GPU trains fastest)"
+    build = "this torch build has no CUDA" if torch.version.cuda is None else "torch sees no CUDA GPU"
+    return torch.device("cpu"), f"cpu ({os.cpu_count()} cores): {build}"
+
+
+def choose_precision(device=None):
+    """Return ``(precision, reason)``: the :class:`TrainConfig` precision that trains fastest on ``device``.
+
+    ``"bfloat16"`` (mixed precision) only where the hardware runs bfloat16 natively: a CUDA GPU
+    that supports it (Ampere and later), or a CPU with AMX-BF16 or AVX512-BF16. Elsewhere bfloat16
+    is emulated and slower than float32, so ``"float32"``. ``device`` defaults to
+    :func:`choose_device`'s; ``reason`` is one line saying which precision and why.
+    """
+    device = torch.device(device) if device is not None else choose_device()[0]
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        if torch.cuda.is_bf16_supported(including_emulation=False):
+            return "bfloat16", f"bfloat16: the {name} runs bfloat16 natively"
+        return "float32", f"float32: the {name} has no native bfloat16"
+    if device.type == "cpu":
+        feature = cpu_bfloat16_feature()
+        if feature is not None:
+            return "bfloat16", f"bfloat16: this CPU has {feature}, which runs bfloat16 natively"
+        return "float32", ("float32: this CPU has neither AVX512-BF16 nor AMX-BF16, so bfloat16 would be "
+                           "emulated, slower than float32")
+    return "float32", f"float32: bfloat16 support is not checked on {device.type} devices"
+
+
+def cpu_bfloat16_feature():
+    """The CPU feature that runs bfloat16 natively, ``"AMX-BF16"`` or ``"AVX512-BF16"``, or None.
+
+    Read from the flags of /proc/cpuinfo (Linux), else from torch's own CPU feature detection.
+    """
+    flags = _cpu_flags()
+    for flag, name in (("amx_bf16", "AMX-BF16"), ("avx512_bf16", "AVX512-BF16")):
+        if flag in flags:
+            return name
+    return None
+
+
+def _cpu_flags():
+    """The CPU's feature flags, as /proc/cpuinfo names them (``avx512_bf16``, ``amx_bf16``, ...)."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("flags"):
+                    return set(line.partition(":")[2].split())
+    except OSError:
+        pass
+    try:  # not Linux: torch's detection (a private function, hence the guard)
+        return {name for name, present in torch._C._cpu._get_cpu_capability().items() if present is True}
+    except (AttributeError, RuntimeError):
+        return set()
 
 
 def train(
@@ -192,6 +297,7 @@ def train(
     device=None,
     num_threads=None,
     ops="torch",
+    model_settings=None,
 ):
     """Train ``model`` (in place) as ``config`` says and return its :class:`History`.
 
@@ -206,7 +312,13 @@ def train(
     ``ops`` chooses the training loss (see :func:`make_loss_function`): ``"torch"`` or ``"scratch"``
     (the Q1 op, to train a net built with ``ops="scratch"`` from the Q1 ops alone). The checkpoint
     records it and a resume refuses another. Evaluation (validation, :func:`evaluate`) is torch's
-    either way: it only measures.
+    either way: it only measures. ``model_settings``, a dict of plain values saying how the caller
+    built ``model`` (the command line passes its ``--model``, ``--affine`` and ``--ops``), is saved
+    too and a resume refuses other values (:class:`ResumeMismatch`); without it a resume still
+    refuses a network whose layers differ from the saved one's.
+
+    An unreadable checkpoint raises :class:`CheckpointError`; Ctrl-C raises
+    :class:`TrainingInterrupted` (a KeyboardInterrupt) saying in which epoch it struck.
     """
     checkpoint_path = _check_train_arguments(config, train_images, train_labels, val_images, val_labels,
                                              run_dir, resume)
@@ -225,27 +337,34 @@ def train(
     optimizer = make_optimizer(model, config)
     scheduler = make_scheduler(optimizer, config, steps_per_epoch=len(batches))
     if resume and checkpoint_path.exists():
-        history = _resume_from(checkpoint_path, config, ops, model, optimizer, scheduler)
+        history = _resume_from(checkpoint_path, config, ops, model_settings, model, optimizer, scheduler)
     else:
         history = History()
         _seed_everything(config.seed)
     if run_dir is not None:
         Path(run_dir).mkdir(parents=True, exist_ok=True)
 
+    last_saved = history.epochs
     with tqdm(total=config.epochs, initial=history.epochs, desc="training", unit="epoch", disable=not progress) as bar:
         for epoch in range(history.epochs, config.epochs):
-            batches.set_epoch(epoch)
-            epoch_bar = tqdm(total=len(batches), desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch",
-                             leave=False, disable=not progress)
-            with epoch_bar:
-                _run_epoch(history, model, batches, optimizer, scheduler, loss_function, config.precision, device,
-                           epoch_bar, val_images, val_labels)
-            if history.status == "diverged":
-                break
-            if history.epochs == config.epochs:
-                history.status = "completed"
-            if run_dir is not None:
-                _save_checkpoint(checkpoint_path, model, optimizer, scheduler, history, config, ops)
+            try:
+                batches.set_epoch(epoch)
+                epoch_bar = tqdm(total=len(batches), desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch",
+                                 leave=False, disable=not progress)
+                with epoch_bar:
+                    _run_epoch(history, model, batches, optimizer, scheduler, loss_function, config.precision,
+                               device, epoch_bar, val_images, val_labels)
+                if history.status == "diverged":
+                    break
+                if history.epochs == config.epochs:
+                    history.status = "completed"
+                if run_dir is not None:
+                    _save_checkpoint(checkpoint_path, model, optimizer, scheduler, history, config, ops,
+                                     model_settings)
+                    last_saved = history.epochs
+            except KeyboardInterrupt:
+                raise TrainingInterrupted(epoch + 1, config.epochs, last_saved if run_dir else None,
+                                          run_dir) from None
             bar.set_postfix(_epoch_postfix(history), refresh=False)
             bar.update(1)
     if history.status == "running":  # resumed a run that had already completed every epoch
@@ -457,8 +576,42 @@ def tta_views(tta_flip, tta_shifts, image_size):
 
 
 def load_checkpoint(path):
-    """Load a checkpoint written by :func:`train` (``weights_only=True``: tensors and plain data only)."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """Load a checkpoint written by :func:`train` (``weights_only=True``: tensors and plain data only).
+
+    Raises :class:`CheckpointError`, naming the file, when it is empty, truncated or corrupted
+    (torch's own error would end by suggesting an unsafe ``weights_only=False``).
+    """
+    path = Path(path)
+    if path.is_file() and path.stat().st_size == 0:
+        raise CheckpointError(path, "the file is empty")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, KeyError) as error:
+        raise CheckpointError(path, f"it is truncated or corrupted ({type(error).__name__})") from error
+
+
+def check_resume(run_dir, config, ops="torch", model_settings=None):
+    """Return the number of epochs a ``resume=True`` run of ``config`` continues from in ``run_dir``
+    (None when it holds no checkpoint, so that the run starts afresh), before any work.
+
+    Raises what :func:`train` would raise on resuming, but without loading data or building the model:
+    :class:`CheckpointError` for a checkpoint that is unreadable or not one of :func:`train`, and
+    :class:`ResumeMismatch` for one saved with other ``model_settings``, ``ops`` or ``config``.
+    """
+    path = Path(run_dir) / CHECKPOINT_NAME
+    if not path.exists():
+        return None
+    checkpoint = _load_run_checkpoint(path)
+    _check_saved_settings(checkpoint, path, config, ops, model_settings)
+    return checkpoint["epoch"]
+
+
+def _load_run_checkpoint(path):
+    """:func:`load_checkpoint`, checked to hold a run written by :func:`train`."""
+    checkpoint = load_checkpoint(path)
+    if not isinstance(checkpoint, dict) or not _CHECKPOINT_KEYS <= checkpoint.keys():
+        raise CheckpointError(path, "it holds no training run of helpers.training")
+    return checkpoint
 
 
 def save_atomic(obj, path):
@@ -489,12 +642,13 @@ def _write_atomic(path, write):
         raise
 
 
-def _save_checkpoint(path, model, optimizer, scheduler, history, config, ops):
+def _save_checkpoint(path, model, optimizer, scheduler, history, config, ops, model_settings):
     save_atomic(
         {
             "format": CHECKPOINT_FORMAT,
             "epoch": history.epochs,
             "ops": ops,
+            "model_settings": model_settings,
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
@@ -507,35 +661,56 @@ def _save_checkpoint(path, model, optimizer, scheduler, history, config, ops):
     write_json_atomic(path.parent / HISTORY_NAME, history.to_dict())
 
 
-def _resume_from(path, config, ops, model, optimizer, scheduler):
+def _resume_from(path, config, ops, model_settings, model, optimizer, scheduler):
     """Load the checkpoint at ``path`` into the run's objects; return its history.
 
-    Checkpoints written before ``ops`` or ``precision`` was recorded were trained with torch's loss in
-    float32, the defaults.
+    Refuses (:class:`ResumeMismatch`) a run whose model settings, ops or config differ from the saved
+    ones, or whose network does not hold the saved parameters. Checkpoints written before ``ops`` or
+    ``precision`` was recorded were trained with torch's loss in float32, the defaults; those written
+    without model settings are checked by their parameters alone.
     """
-    checkpoint = load_checkpoint(path)
-    saved_config = TrainConfig.from_dict(checkpoint["config"]).to_dict()  # older checkpoints lack newer fields
-    if saved_config != config.to_dict():
-        differences = ", ".join(
-            f"{name}: saved {saved_config.get(name)!r}, given {value!r}"
-            for name, value in config.to_dict().items()
-            if saved_config.get(name) != value
-        )
-        raise ValueError(f"cannot resume {path} with a different config ({differences})")
-    saved_ops = checkpoint.get("ops", "torch")
-    if saved_ops != ops:
-        raise ValueError(f"cannot resume {path} with ops={ops!r}: it was trained with ops={saved_ops!r}")
-    try:
-        model.load_state_dict(checkpoint["model"])
-    except RuntimeError as error:
-        details = "; ".join(line.strip() for line in str(error).splitlines()[1:3])
-        raise ValueError(f"the model does not match the one saved in {path} ({details})") from error
+    checkpoint = _load_run_checkpoint(path)
+    _check_saved_settings(checkpoint, path, config, ops, model_settings)
+    problem = _state_dict_mismatch(checkpoint["model"], model.state_dict())
+    if problem:
+        raise ResumeMismatch(f"cannot resume {path}: the network differs from the one saved there ({problem})",
+                             path, {"network": ("the saved network", "another network")})
+    model.load_state_dict(checkpoint["model"])
     optimizer.load_state_dict(checkpoint["optimizer"])
     scheduler.load_state_dict(checkpoint["scheduler"])
     _set_rng_states(checkpoint["rng"])
     history = History.from_dict(checkpoint["history"])
     history.status = "running"
     return history
+
+
+def _check_saved_settings(checkpoint, path, config, ops, model_settings):
+    """Refuse (:class:`ResumeMismatch`) to resume ``checkpoint`` with other model settings, ops or config.
+
+    Model settings are compared only when both the checkpoint and the caller have them.
+    """
+    saved = {}
+    given = {}
+    if checkpoint.get("model_settings") is not None and model_settings is not None:
+        saved |= checkpoint["model_settings"]
+        given |= model_settings
+    saved["ops"], given["ops"] = checkpoint.get("ops", "torch"), ops
+    saved |= TrainConfig.from_dict(checkpoint["config"]).to_dict()  # older checkpoints lack newer fields
+    given |= config.to_dict()
+    differences = {name: (saved.get(name), value) for name, value in given.items() if saved.get(name) != value}
+    if differences:
+        listed = ", ".join(f"{name}: saved {old!r}, given {new!r}" for name, (old, new) in differences.items())
+        raise ResumeMismatch(f"cannot resume {path} with a different config ({listed})", path, differences)
+
+
+def _state_dict_mismatch(saved, current):
+    """Say in a few words how the ``saved`` state dict differs from the ``current`` one ("" if it does not)."""
+    missing = current.keys() - saved.keys()
+    unexpected = saved.keys() - current.keys()
+    reshaped = [name for name in current.keys() & saved.keys() if current[name].shape != saved[name].shape]
+    counts = [(len(missing), "missing from the checkpoint"), (len(unexpected), "not in this network"),
+              (len(reshaped), "of another shape")]
+    return ", ".join(f"{count} tensors {what}" for count, what in counts if count)
 
 
 def _seed_everything(seed):

@@ -1,9 +1,13 @@
-"""Helpers shared by several test files: a tiny learnable data set, a simulated kill, and the
-marker that skips the scratch-net tests when the Q1 ops do not load."""
+"""Helpers shared by several test files: a tiny learnable data set (in memory, or as a CIFAR-10-shaped
+image-folder tree), a simulated kill, and the marker that skips the scratch-net tests when the Q1 ops
+do not load."""
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
+from helpers.data import CLASSES
 from helpers.models import SCRATCH_OPS
 
 
@@ -34,3 +38,18 @@ def learnable_images(count, seed=0):
         row, column = divmod(label, 4)
         images[labels == label, :, 8 * row : 8 * row + 8, 8 * column : 8 * column + 8] = 255
     return images, labels
+
+
+def write_tiny_cifar(root, train_per_class, test_per_class):
+    """Write a CIFAR-10-shaped tree of JPEGs, ``train/<class>/NNNN.jpg`` and ``test/<class>/...``, with
+    ``train_per_class`` and ``test_per_class`` images per class, each class marked by a bright square."""
+    generator = np.random.default_rng(0)
+    for split, count in (("train", train_per_class), ("test", test_per_class)):
+        for label, name in enumerate(CLASSES):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for index in range(count):
+                pixels = generator.integers(0, 64, (32, 32, 3), dtype=np.uint8)
+                pixels[3 * (label // 4) : 3 * (label // 4) + 8, 8 * (label % 4) : 8 * (label % 4) + 8] = 255
+                Image.fromarray(pixels).save(folder / f"{index:04d}.jpg", quality=95)
+    return root

@@ -214,7 +214,20 @@ def test_missing_root_names_the_folder_and_the_fix(tmp_path, cache_dir):
     missing = tmp_path / "nowhere"
     with pytest.raises(DatasetError, match="does not exist") as raised:
         load_cifar10(missing, cache_dir=cache_dir)
-    assert str(missing) in str(raised.value) and data.ENV_VAR in str(raised.value)
+    assert str(missing) in str(raised.value) and "Point the root argument at a folder" in str(raised.value)
+
+
+def test_errors_call_the_root_by_the_callers_name(image_tree, tmp_path, cache_dir):
+    missing = tmp_path / "nowhere"
+    with pytest.raises(DatasetError) as raised:
+        load_cifar10(missing, cache_dir=cache_dir, root_name="--data-dir")
+    message = str(raised.value)
+    assert f"CIFAR-10 folder {missing} (from --data-dir) does not exist" in message
+    assert "Point --data-dir at a folder" in message and "root argument" not in message
+    root, _ = image_tree
+    (root / "test" / "ship" / "0008.png").unlink()
+    with pytest.raises(DatasetError, match=r"holds 9 images .*expected 10\..*Point --data-dir at a folder"):
+        load_cifar10(root, cache_dir=cache_dir, expected_counts=FAKE_COUNTS, root_name="--data-dir")
 
 
 def test_missing_cifar10_dir_names_the_variable(tmp_path, cache_dir, monkeypatch):
@@ -244,10 +257,11 @@ def test_wrong_class_folder_names(image_tree, cache_dir):
         load_cifar10(root, cache_dir=cache_dir, expected_counts=FAKE_COUNTS)
 
 
-def test_wrong_image_count_reports_the_counts(image_tree, cache_dir):
+def test_wrong_image_count_reports_the_counts_before_any_decoding(image_tree, cache_dir, capsys):
     root, _ = image_tree
     with pytest.raises(DatasetError, match=r"holds 20 images .*expected 50000.*'cat': 2"):
         load_cifar10(root, cache_dir=cache_dir)
+    assert "decoding" not in capsys.readouterr().err  # announced only once the checks pass
 
 
 def test_unreadable_image_is_named(image_tree, cache_dir):
@@ -257,6 +271,8 @@ def test_unreadable_image_is_named(image_tree, cache_dir):
     with pytest.raises(DatasetError, match="cannot decode") as raised:
         load_cifar10(root, cache_dir=cache_dir, expected_counts=FAKE_COUNTS)
     assert str(broken) in str(raised.value)
+    assert "restore it from the original CIFAR-10 archive" in str(raised.value)
+    assert "remove" not in str(raised.value)  # removing it would only fail the image count
     assert not list(cache_dir.glob("*"))  # nothing cached from a failed load
 
 
@@ -287,7 +303,7 @@ def test_wrong_label_names_in_batches_meta(tmp_path, cache_dir):
 
 
 def test_nothing_anywhere_without_download_says_how_to_fix(cache_dir):
-    with pytest.raises(DatasetError, match=f"No CIFAR-10 found.*Set {data.ENV_VAR}"):
+    with pytest.raises(DatasetError, match=f"No CIFAR-10 found.*Point {data.ENV_VAR} or the root argument at"):
         load_cifar10(cache_dir=cache_dir, download=False)
 
 
@@ -298,7 +314,8 @@ def test_failed_download_says_how_to_fix(cache_dir, monkeypatch):
         raise urllib.error.URLError("no network")
 
     monkeypatch.setattr(torchvision.datasets, "CIFAR10", offline)
-    with pytest.raises(DatasetError, match=f"download failed.*no network.*Set {data.ENV_VAR}"):
+    fix = f"Point {data.ENV_VAR} or the root argument at"
+    with pytest.raises(DatasetError, match=f"download failed.*no network.*{fix}"):
         load_cifar10(cache_dir=cache_dir)
 
 
@@ -352,7 +369,7 @@ def test_subset_takes_the_first_images_of_each_class():
 
 
 def test_subset_rejects_more_than_a_class_has():
-    with pytest.raises(ValueError, match="train_per_class=7 but class 0 has only 6"):
+    with pytest.raises(ValueError, match="train_per_class=7 is more than the 6 training images of class 'airplane'"):
         subset(fake_dataset(), 7, 1)
     with pytest.raises(ValueError, match="test_per_class must be a positive int"):
         subset(fake_dataset(), 1, 0)

@@ -8,12 +8,12 @@ import sys
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from helpers import data as data_module
 from helpers import train as cli
 from helpers.data import CLASSES
 from helpers.training import TTA_SHIFTS
+from support import write_tiny_cifar
 
 TRAIN_PER_CLASS, TEST_PER_CLASS = 10, 3
 
@@ -28,17 +28,7 @@ def restore_threads():
 @pytest.fixture(scope="module")
 def tiny_cifar(tmp_path_factory):
     """A CIFAR-10-shaped image-folder tree with 10 train and 3 test JPEGs per class."""
-    root = tmp_path_factory.mktemp("tiny-cifar")
-    generator = np.random.default_rng(0)
-    for split, count in (("train", TRAIN_PER_CLASS), ("test", TEST_PER_CLASS)):
-        for label, name in enumerate(CLASSES):
-            folder = root / split / name
-            folder.mkdir(parents=True)
-            for index in range(count):
-                pixels = generator.integers(0, 64, (32, 32, 3), dtype=np.uint8)
-                pixels[3 * (label // 4) : 3 * (label // 4) + 8, 8 * (label % 4) : 8 * (label % 4) + 8] = 255
-                Image.fromarray(pixels).save(folder / f"{index:04d}.jpg", quality=95)
-    return root
+    return write_tiny_cifar(tmp_path_factory.mktemp("tiny-cifar"), TRAIN_PER_CLASS, TEST_PER_CLASS)
 
 
 @pytest.fixture
@@ -84,8 +74,17 @@ def test_a_bad_value_is_a_one_line_error_in_a_subprocess():
         (["--epochs", "two"], "argument --epochs: must be an int >= 1"),
         (["--augment", "flip+blur"], "argument --augment: cannot parse augment spec"),
         (["--optimizer", "rmsprop"], "argument --optimizer: invalid choice"),
-        (["--momentum", "1.5"], "momentum must be < 1"),
-        (["--nesterov", "--optimizer", "adam"], "nesterov=True needs optimizer='sgd'"),
+        (["--momentum", "1.5"], "argument --momentum: must be a number in [0, 1), got '1.5'"),
+        (["--label-smoothing", "1"], "argument --label-smoothing: must be a number in [0, 1), got '1'"),
+        (["--nesterov", "--optimizer", "adam"], "argument --nesterov: needs --optimizer sgd and --momentum > 0"),
+        (["--nesterov", "--momentum", "0"], "argument --nesterov: needs --optimizer sgd and --momentum > 0"),
+        (["--warmup-epochs", "1"], "argument --warmup-epochs: only applies to --schedule cosine"),
+        (["--warmup-epochs", "3", "--schedule", "cosine", "--epochs", "3"],
+         "argument --warmup-epochs: must be less than the 3 epochs, got 3"),
+        (["--quick", "--train-subset", "50"],
+         "argument --quick: it sets --train-subset itself; drop --quick, or that option"),
+        (["--quick", "--epochs", "2", "--val-size", "0"],
+         "argument --quick: it sets --epochs, --val-size itself; drop --quick, or those options"),
         (["--affine"], "--affine: only applies to --model bn"),
         (["--tta", "rotate"], "argument --tta: invalid choice"),
     ],
@@ -126,12 +125,16 @@ def test_a_tiny_run_writes_history_and_metrics_then_resumes(small_loader, tmp_pa
         cli.main([*arguments, "--resume", "--lr", "0.1"])
     assert exit_info.value.code == 1
     error = capsys.readouterr().err.strip().splitlines()[-1]
-    assert "different config (lr: saved 0.05, given 0.1)" in error
+    assert error == (f"python -m helpers.train: error: cannot resume {run_dir}: it was saved with --lr 0.05, "
+                     "given --lr 0.1; run the command it was saved with, or use another --run-dir")
 
     with pytest.raises(SystemExit) as exit_info:
         cli.main(arguments)  # without --resume an existing run is not overwritten
     assert exit_info.value.code == 1
-    assert "resume=True" in capsys.readouterr().err.strip().splitlines()[-1]
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"python -m helpers.train: error: {run_dir} already holds a run: add --resume to continue it, "
+        "or use another --run-dir"
+    ]
 
 
 def test_ops_scratch_builds_the_scratch_net_and_trains_with_the_q1_loss(small_loader, tmp_path, monkeypatch):
@@ -195,10 +198,20 @@ def test_tta_takes_flip_without_a_value_and_none_without_the_flag():
     assert parse(["--tta", "flip+shifts"]).tta == "flip+shifts"
 
 
-def test_precision_reaches_the_config_and_defaults_to_float32():
+def test_precision_reaches_the_config_and_auto_asks_the_machine(monkeypatch):
     parse = cli.build_parser().parse_args
-    assert cli.config_from(parse([])).precision == "float32"
+    assert cli.config_from(parse(["--precision", "float32"])).precision == "float32"
     assert cli.config_from(parse(["--precision", "bfloat16"])).precision == "bfloat16"
+    asked = []
+
+    def bfloat16_machine(device):
+        asked.append(device)
+        return "bfloat16", "bfloat16: this CPU has AMX-BF16, which runs bfloat16 natively"
+
+    monkeypatch.setattr(cli, "choose_precision", bfloat16_machine)
+    assert cli.config_from(parse([])).precision == "bfloat16"
+    assert cli.config_from(parse(["--device", "cpu"])).precision == "bfloat16"
+    assert asked[-1] == torch.device("cpu")
 
 
 def test_tta_choices_are_the_evaluate_options_of_each_view():

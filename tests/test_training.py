@@ -123,7 +123,8 @@ def test_resume_with_a_different_config_is_refused(tiny, tmp_path):
     run(fresh_model(), quick_config(epochs=1), *tiny, run_dir=tmp_path)
     with pytest.raises(ValueError, match=r"different config \(lr: saved 0.05, given 0.1\)"):
         run(fresh_model(), quick_config(epochs=1, lr=0.1), *tiny, run_dir=tmp_path, resume=True)
-    with pytest.raises(ValueError, match="model does not match"):
+    differs = r"the network differs from the one saved there \(24 tensors not in this network\)"
+    with pytest.raises(ValueError, match=differs):
         run(fresh_model("plain"), quick_config(epochs=1), *tiny, run_dir=tmp_path, resume=True)
 
 
@@ -263,7 +264,7 @@ def test_a_resume_with_other_ops_is_refused(tiny, tmp_path):
     run(fresh_model(), quick_config(epochs=1), *tiny, run_dir=tmp_path)
     path = tmp_path / "checkpoint.pt"
     assert load_checkpoint(path)["ops"] == "torch"
-    refused = r"cannot resume .*checkpoint.pt with ops='scratch': it was trained with ops='torch'"
+    refused = r"cannot resume .*checkpoint.pt with a different config \(ops: saved 'torch', given 'scratch'\)"
     with pytest.raises(ValueError, match=refused):
         run(fresh_model(), quick_config(epochs=1), *tiny, run_dir=tmp_path, resume=True, ops="scratch")
     # a checkpoint written before ops was recorded was trained with torch's loss
@@ -444,3 +445,96 @@ def test_feature_map_plots_and_summary(tiny):
     table = format_feature_map_summary(rows)
     assert table.splitlines()[0].split() == ["layer", "shape", "mean", "std", "zeros"]
     assert len(table.splitlines()) == 2 + 8
+
+
+# --- device and precision chosen by the machine ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected", "why"),
+    [({"avx2", "avx512_bf16"}, "bfloat16", "AVX512-BF16"), ({"avx2", "amx_bf16", "amx_tile"}, "bfloat16", "AMX-BF16"),
+     ({"avx2", "avx512f"}, "float32", "neither AVX512-BF16 nor AMX-BF16")],
+)
+def test_choose_precision_on_the_cpu_follows_its_bfloat16_instructions(monkeypatch, flags, expected, why):
+    monkeypatch.setattr(training, "_cpu_flags", lambda: flags)
+    precision, reason = training.choose_precision("cpu")
+    assert precision == expected and reason.startswith(f"{expected}: ") and why in reason
+    assert "\n" not in reason
+
+
+@pytest.mark.parametrize(("native", "expected"), [(True, "bfloat16"), (False, "float32")])
+def test_choose_precision_on_a_gpu_asks_torch_for_native_bfloat16(monkeypatch, native, expected):
+    asked = []
+
+    def is_bf16_supported(including_emulation=True):
+        asked.append(including_emulation)
+        return native
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", is_bf16_supported)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Test GPU")
+    precision, reason = training.choose_precision("cuda")
+    assert precision == expected and reason.startswith(f"{expected}: the Test GPU")
+    assert asked == [False]  # emulated bfloat16 is slower than float32: it does not count
+
+
+def test_choose_device_takes_the_gpu_when_there_is_one(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    device, reason = training.choose_device()
+    assert device == torch.device("cpu") and reason.startswith("cpu (")
+    assert training.default_device() == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Test GPU")
+    device, reason = training.choose_device()
+    assert device == torch.device("cuda") and reason.startswith("cuda: Test GPU")
+
+
+def test_the_real_cpu_flags_are_read():
+    flags = training._cpu_flags()
+    assert isinstance(flags, set)
+    if flags:  # a CPU that torch or /proc/cpuinfo describes: the answer matches its flags
+        native = bool({"avx512_bf16", "amx_bf16"} & flags)
+        assert training.choose_precision("cpu")[0] == ("bfloat16" if native else "float32")
+
+
+def test_ctrl_c_during_training_says_which_epoch_and_what_is_saved(tiny, tmp_path):
+    model = fresh_model()
+    forward_calls = []
+
+    def interrupt_in_the_second_epoch(module, inputs, output):
+        forward_calls.append(1)
+        if len(forward_calls) == 5 + 1 + 2:  # epoch 1: 5 training batches, 1 validation batch
+            raise KeyboardInterrupt
+
+    model.register_forward_hook(interrupt_in_the_second_epoch)
+    with pytest.raises(training.TrainingInterrupted) as raised:
+        run(model, quick_config(epochs=3), *tiny, run_dir=tmp_path)
+    interrupt = raised.value
+    assert isinstance(interrupt, KeyboardInterrupt)
+    assert (interrupt.epoch, interrupt.epochs, interrupt.saved_epochs) == (2, 3, 1)
+    assert str(interrupt) == (f"training interrupted in epoch 2 of 3; 1 completed epochs are saved in {tmp_path}: "
+                              "resume=True continues from there")
+    assert training.check_resume(tmp_path, quick_config(epochs=3)) == 1
+
+
+@pytest.mark.parametrize(("content", "problem"), [(b"", "the file is empty"),
+                                                  (b"PK\x03\x04 not really a zip", "it is truncated or corrupted")])
+def test_an_unreadable_checkpoint_names_the_file_and_never_suggests_weights_only_false(tiny, tmp_path,
+                                                                                       content, problem):
+    (tmp_path / "checkpoint.pt").write_bytes(content)
+    with pytest.raises(training.CheckpointError) as raised:
+        run(fresh_model(), quick_config(epochs=1), *tiny, run_dir=tmp_path, resume=True)
+    message = str(raised.value)
+    assert message.startswith(f"cannot read the checkpoint {tmp_path / 'checkpoint.pt'}: {problem}")
+    assert "weights_only" not in message and "delete it" in message
+
+
+def test_check_resume_refuses_other_model_settings_before_any_work(tiny, tmp_path):
+    config = quick_config(epochs=1)
+    assert training.check_resume(tmp_path, config) is None  # nothing saved: a fresh start
+    run(fresh_model("plain"), config, *tiny, run_dir=tmp_path, model_settings={"model": "plain"})
+    assert training.check_resume(tmp_path, config, model_settings={"model": "plain"}) == 1
+    with pytest.raises(training.ResumeMismatch) as raised:
+        training.check_resume(tmp_path, config, model_settings={"model": "bn"})
+    assert raised.value.differences == {"model": ("plain", "bn")}
+    with pytest.raises(training.ResumeMismatch, match=r"different config \(model: saved 'plain', given 'bn'\)"):
+        run(fresh_model("bn"), config, *tiny, run_dir=tmp_path, resume=True, model_settings={"model": "bn"})
