@@ -66,6 +66,8 @@ def workloads():
                                   (c_out, c_in, 3, 3), g, padding=1))
     items.append(_convolution("conv2d 16->32 32x32 stride 2 dilation 2", "conv2d", (BATCH, 16, 32, 32),
                               (32, 16, 3, 3), g, stride=2, padding=2, dilation=2))
+    items.append(_convolution("conv2d 3->6 32x32 k5 stride 2 dilation 2", "conv2d", (BATCH, 3, 32, 32),
+                              (6, 3, 5, 5), g, stride=2, dilation=2))  # the assignment's strided layer
     items.append(_convolution("conv_transpose2d 32->16 16x16 stride 2", "conv_transpose2d", (BATCH, 32, 16, 16),
                               (32, 16, 3, 3), g, stride=2, padding=1, output_padding=1))
     for channels, size in Q2_MAPS[:3]:

@@ -56,7 +56,8 @@ def preview(tensor, rows=3, cols=5):
     return tensor[leading][:rows, :cols]
 
 
-def _slice_text(tensor):
+def slice_text(tensor):
+    """The index text of what `preview` shows of `tensor`, such as "[0, 0, :3, :5]"."""
     if tensor.dim() == 0:
         return ""
     if tensor.dim() == 1:
@@ -77,10 +78,28 @@ def verdict(label, ours, theirs, *, rtol=None, atol=None, show=True):
             print(f"ours : shape {tuple(ours.shape)}, {ours.dtype}")
             print(f"torch: shape {tuple(theirs.shape)}, {theirs.dtype}")
             if ours.shape == theirs.shape and ours.numel():
-                where = _slice_text(ours)
+                where = slice_text(ours)
                 print(f"ours{where}:\n{preview(ours)}")
                 print(f"torch{where}:\n{preview(theirs)}")
     difference = max_abs_diff(ours, theirs) if problem is None or problem.startswith("values") else float("nan")
     print(f"{label}: max |ours - torch| = {difference:.1e}, allclose: {'no' if problem else 'yes'}")
     if problem:
         raise AssertionError(f"{label}: ours differs from torch: {problem}")
+
+
+class attempt:
+    """``with attempt("conv2d"): ...`` runs a check of the function you write for `name`; while that function
+    still raises NotImplementedError (as in the student version of the notebook), it prints
+    "conv2d: not implemented yet" instead of stopping the notebook. Any other error propagates."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, traceback):
+        if kind is not None and issubclass(kind, NotImplementedError):
+            print(f"{self.name}: not implemented yet")
+            return True
+        return False

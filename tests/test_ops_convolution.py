@@ -197,6 +197,32 @@ def test_every_algorithm_matches_torch(monkeypatch, algorithm, name):
         assert compare_gradients(getattr(ops, name), spec.reference, case) is None, case.label
 
 
+@pytest.mark.parametrize(
+    "stride, padding, output_padding, dilation, kernel_size",
+    [(2, 1, 1, 1, 3), (2, 0, 0, 1, 3), (2, 1, 0, 1, 4), (3, 2, 1, 1, 3), ((2, 3), (1, 0), (1, 2), 1, (3, 2)),
+     (2, 2, 1, 2, 3), (2, 1, 0, 2, 4), (3, 0, 2, 1, 1), (2, 0, 1, 1, 1)],
+)
+def test_strided_conv_transpose2d_on_a_large_image_takes_the_subpixel_pass_and_matches_torch(
+    stride, padding, output_padding, dilation, kernel_size
+):
+    """Output classes s * u + r, some reached by no tap (stride > kernel_size, or dilation and stride
+    sharing a factor), each a stride-1 correlation: values and gradients as torch's."""
+    generator = torch.Generator().manual_seed(11)
+    pair = lambda value: value if isinstance(value, tuple) else (value, value)  # noqa: E731
+    x = torch.randn(2, 5, 24, 27, generator=generator, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(5, 3, *pair(kernel_size), generator=generator, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(3, generator=generator, dtype=torch.float64, requires_grad=True)
+    settings = dict(stride=stride, padding=padding, output_padding=output_padding, dilation=dilation)
+    expected = F.conv_transpose2d(x, w, b, **settings)
+    assert ops._conv_transpose2d_uses_subpixel(
+        x.shape[2:], w, pair(stride), pair(padding), pair(dilation), expected.shape[2:], 1
+    )
+    ours = ops.conv_transpose2d(x, w, b, **settings)
+    assert mismatch(ours, expected) is None
+    cotangent = torch.randn(ours.shape, generator=generator, dtype=torch.float64)
+    _assert_same_gradients(ours, expected, (x, w, b), cotangent)
+
+
 def test_q2_layer_shape_takes_the_tap_loop_and_matches_torch():
     """A Q2 layer shape (a large image for its kernel) takes the tap loop without forcing it."""
     generator = torch.Generator().manual_seed(7)

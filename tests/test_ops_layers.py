@@ -275,6 +275,55 @@ def test_an_empty_batch_leaves_the_running_stats_alone():
     assert torch.equal(mean, torch.zeros(3)) and torch.equal(var, torch.ones(3))
 
 
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize(
+    "shape, statistics",
+    [((0, 3), 3), ((0, 3), 5), ((4, 3, 0), 3), ((4, 3, 0, 0), 3), ((0, 3, 4, 4), 3), ((4, 0), 0), ((4, 0, 3), 2),
+     ((0,), 0), ((0,), 4), ((0, 2, 1, 1, 1), 2), ((2, 3, 2, 1, 2, 2), 3), ((3, 2, 1), 2), ((2, 3, 1, 1), 3)],
+)
+def test_degenerate_shapes_match_torch(shape, statistics, training):
+    # An empty input (even 1-D, even with statistics of the wrong size) is input * weight[0] + bias[0]
+    # in torch, and leaves the statistics alone; 6-D and 1x1 images are ordinary inputs.
+    generator = torch.Generator().manual_seed(len(shape) + statistics)
+    x = _double(*shape, generator=generator)
+    mean, var = _double(statistics, generator=generator), torch.rand(statistics, dtype=torch.float64) + 0.5
+    weight, bias = _double(statistics, generator=generator, offset=2.0), _double(statistics, generator=generator)
+    results = []
+    for function in (F.batch_norm, ops.batch_norm):
+        leaves = [t.clone().requires_grad_() for t in (x, weight, bias)]
+        if statistics == 0:
+            leaves[1:] = [None, None]  # torch reads weight[0] and bias[0] of an empty input
+        stats = mean.clone(), var.clone()
+        out = function(leaves[0], *stats, leaves[1], leaves[2], training, 0.3, 1e-3)
+        grads = torch.autograd.grad(out, [t for t in leaves if t is not None], torch.ones_like(out))
+        results.append((out, stats, grads))
+    (out_t, stats_t, grads_t), (out_o, stats_o, grads_o) = results
+    torch.testing.assert_close(out_o, out_t)
+    torch.testing.assert_close(stats_o, stats_t)
+    torch.testing.assert_close(grads_o, grads_t)
+
+
+def test_a_2d_weight_passes_forward_and_is_refused_by_the_backward_like_torch():
+    x = torch.randn(4, 3, 5, requires_grad=True)
+    weight = torch.ones(3, 1)
+    for training in (True, False):
+        expected = F.batch_norm(x, torch.zeros(3), torch.ones(3), weight, training=training)
+        out = ops.batch_norm(x, torch.zeros(3), torch.ones(3), weight, training=training)
+        torch.testing.assert_close(out, expected)
+        with pytest.raises(RuntimeError):
+            expected.sum().backward()
+        with pytest.raises(RuntimeError, match="weight must be a 1-D tensor"):
+            out.sum().backward()
+
+
+def test_nan_eps_is_accepted_like_torch():
+    x = _double(4, 3, 2)
+    for training in (True, False):
+        ours = ops.batch_norm(x, torch.zeros(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64),
+                              training=training, eps=float("nan"))
+        assert ours.isnan().all()
+
+
 def test_half_precision_is_computed_in_float32_like_torch():
     x = torch.randn(8, 3, 4, 4).half()
     for training in (True, False):

@@ -66,16 +66,6 @@ def test_cell_sources_generalises_op_cell_sources():
     assert ops.cell_sources(ops.NOTEBOOK, ops.REFERENCE_TAG) == sorted(REFERENCE_CELLS.values())
 
 
-def test_each_reference_cell_opens_its_section():
-    """Cell id ref-<name>, right after the markdown heading of its section ("## 1. max_pool2d")."""
-    cells = json.loads(ops.NOTEBOOK.read_text(encoding="utf-8"))["cells"]
-    for name, (index, _) in REFERENCE_CELLS.items():
-        assert cells[index].get("id") == f"ref-{name}"
-        heading = "".join(cells[index - 1]["source"])
-        assert cells[index - 1]["cell_type"] == "markdown" and heading.startswith("## ")
-        assert name in heading.splitlines()[0], f"ref-{name} follows {heading.splitlines()[0]!r}"
-
-
 @pytest.mark.parametrize("name", ops.REFERENCE_NAMES)
 def test_reference_cell_stands_alone_and_is_short(name):
     index, source = REFERENCE_CELLS[name]

@@ -230,13 +230,32 @@ def _bad_conv_transpose2d():
     ]
 
 
+def _int_or_pair(value):
+    """Whether `value` is an int or a pair of ints: the forms the reference implementations take."""
+    return isinstance(value, int) or (isinstance(value, (tuple, list)) and len(value) == 2)
+
+
+def _in_reference_scope(kwargs):
+    """stride, padding, dilation (and output_padding) as ints or pairs; no 'same' or 'valid' padding."""
+    names = ("stride", "padding", "dilation", "output_padding")
+    return all(_int_or_pair(kwargs[name]) for name in names if name in kwargs)
+
+
 CASES = {
-    "conv2d": OpCases(reference=_torch_conv2d, make=_make_conv2d, bad=_bad_conv2d, rtol=1e-4, atol=5e-5),
+    "conv2d": OpCases(
+        reference=_torch_conv2d,
+        make=_make_conv2d,
+        bad=_bad_conv2d,
+        rtol=1e-4,
+        atol=5e-5,
+        in_reference_scope=_in_reference_scope,
+    ),
     "conv_transpose2d": OpCases(
         reference=F.conv_transpose2d,
         make=_make_conv_transpose2d,
         bad=_bad_conv_transpose2d,
         rtol=1e-4,
         atol=5e-5,
+        in_reference_scope=_in_reference_scope,
     ),
 }

@@ -111,15 +111,34 @@ def _bad_sigmoid():
 # -------------------------------------------------------------------------------------- batch_norm
 
 
-def _make_batch_norm(rng, generator, dtype):
-    ndim = rng.choice([2, 3, 4, 4, 4, 5])
+def _batch_norm_shape(rng, training):
+    """The input's shape, (N, C, ...) of 2 to 6 dimensions, and the number of values per channel the
+    statistics get (C; 0 without a channel dimension, as torch counts).
+
+    Now and then a degenerate shape: an empty one (N = 0, C = 0 or an empty spatial dimension), which
+    torch takes in both modes whatever the sizes of the statistics, or a 1-D one, which it takes only
+    when empty.
+    """
+    roll = rng.random()
+    if roll < 0.05:  # 1-D: (0,) passes, (L,) is refused (IndexError or RuntimeError, by the statistics)
+        return [rng.choice([0, 0, 1, 3])], rng.choice([0, 3])
+    ndim = rng.choice([2, 3, 4, 4, 4, 5, 6] if roll < 0.5 else [2, 3, 4, 4, 4, 5])
     batch = rng.choice([1, 2, 2, 3, 4, 8])
     channels = rng.randint(1, 6)
     spatial = [rng.randint(1, 5) for _ in range(ndim - 2)]
-    training = rng.random() < 0.55
     if training and batch * math.prod(spatial) == 1 and rng.random() < 0.8:
         batch = 2  # one value per channel: torch refuses to train on it (kept now and then)
     shape = [batch, channels] + spatial
+    if roll > 0.85:  # empty: torch returns input * weight[0] + bias[0] without checking the statistics
+        shape[rng.randrange(ndim)] = 0
+        return shape, max(shape[1] + rng.choice([0, 0, 0, 1]), 0)
+    return shape, channels
+
+
+def _make_batch_norm(rng, generator, dtype):
+    training = rng.random() < 0.55
+    shape, channels = _batch_norm_shape(rng, training)
+    ndim = len(shape)
     # Means up to 10 standard deviations away from 0: beyond that float32 itself (torch too) loses the
     # digits of the normalised values, and two correct float32 results may differ by more than 1e-5.
     scale = rng.choice([1.0, 1.0, 0.1, 5.0])
@@ -129,7 +148,7 @@ def _make_batch_norm(rng, generator, dtype):
         input = input.contiguous(memory_format=torch.channels_last if ndim == 4 else torch.channels_last_3d)
         layout = "channels_last"
     kwargs = {"input": input}
-    if training and rng.random() < 0.25:
+    if (training or input.numel() == 0) and rng.random() < 0.25:  # evaluation mode needs them, unless empty
         kwargs.update(running_mean=None, running_var=None)
     else:
         kwargs.update(
@@ -145,9 +164,10 @@ def _make_batch_norm(rng, generator, dtype):
     if rng.random() < 0.6:
         kwargs["momentum"] = rng.choice([0.1, 0.0, 1.0, 0.3, rng.uniform(0.0, 1.0)])
     if rng.random() < 0.5:
-        kwargs["eps"] = rng.choice([1e-5, 1e-3, 0.1])
+        kwargs["eps"] = rng.choice([1e-5, 1e-3, 0.1, 0.1, float("nan")])  # NaN passes torch's checks
     label = (
-        f"batch_norm {tuple(shape)} {layout} training={training} running={kwargs['running_mean'] is not None} "
+        f"batch_norm {tuple(shape)} {layout} statistics of {channels} training={training} "
+        f"running={kwargs['running_mean'] is not None} "
         f"weight={'weight' in kwargs} bias={'bias' in kwargs} momentum={kwargs.get('momentum', '-')} "
         f"eps={kwargs.get('eps', '-')} offset={offset} scale={scale}"
     )
@@ -198,11 +218,39 @@ def _bad_batch_norm():
                 r"training.*must be bool", "training=1"),
         BadCase(dict(input=[1.0, 2.0], running_mean=mean, running_var=var),
                 r"input.*must be Tensor", "a list as input"),
+        # degenerate shapes: torch's exception class depends on which of its checks fails first
+        BadCase(dict(input=torch.zeros(3), running_mean=torch.zeros(0), running_var=torch.ones(0)),
+                r"input must have at least 2 dimensions", "1-D input, statistics of 0 elements"),
+        BadCase(dict(input=torch.zeros(3), running_mean=None, running_var=None, weight=torch.ones(3), training=True),
+                r"weight should contain 0 elements", "1-D input with a weight, training"),
+        BadCase(dict(input=torch.tensor(1.0), running_mean=torch.zeros(1), running_var=torch.ones(1)),
+                r"running_mean should contain 0 elements", "0-d input"),
+        BadCase(dict(input=torch.tensor(1.0), running_mean=None, running_var=None, training=True),
+                r"input must have at least 2 dimensions", "0-d input in training"),
+        BadCase(dict(input=torch.zeros(1, 0, 1), running_mean=None, running_var=None, training=True),
+                r"more than 1 value per channel", "training on an empty input with one value per channel"),
+        BadCase(dict(input=torch.zeros(4, 0, 5), running_mean=torch.zeros(0), running_var=torch.ones(0),
+                     weight=torch.ones(0)),
+                r"weight has no elements", "no channels, with a weight (torch reads weight[0])"),
+        BadCase(dict(input=torch.zeros(0, 3), running_mean=mean, running_var=var, bias=torch.ones(0)),
+                r"bias has no elements", "empty batch, with a bias of 0 elements"),
+        BadCase(dict(input=x, running_mean=mean, running_var=torch.ones(1, 3), training=True),
+                r"running_var must be a 1-D tensor", "2-D running_var"),
+        BadCase(dict(input=torch.zeros(3), running_mean=None, running_var=None, training=True),
+                r"input must have at least 2 dimensions", "1-D input, training, no statistics"),
     ]
 
 
+def _batch_norm_in_reference_scope(kwargs):
+    """The short reference normalises; an input without elements takes torch's shortcut (input * weight[0] +
+    bias[0], the statistics unchecked), which only the drop-in reproduces."""
+    return kwargs["input"].numel() > 0
+
+
 CASES = {
+    # every call torch accepts is in the reference scope of flatten and sigmoid
     "flatten": OpCases(reference=torch.flatten, make=_make_flatten, bad=_bad_flatten),
     "sigmoid": OpCases(reference=torch.sigmoid, make=_make_sigmoid, bad=_bad_sigmoid),
-    "batch_norm": OpCases(reference=F.batch_norm, make=_make_batch_norm, bad=_bad_batch_norm),
+    "batch_norm": OpCases(reference=F.batch_norm, make=_make_batch_norm, bad=_bad_batch_norm,
+                          in_reference_scope=_batch_norm_in_reference_scope),
 }

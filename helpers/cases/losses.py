@@ -170,7 +170,25 @@ def _bad_mse_loss():
     ]
 
 
+def _cross_entropy_in_reference_scope(kwargs):
+    """Class indices (int64) as target, shaped like the input without its class dimension."""
+    input, target = kwargs["input"], kwargs["target"]
+    return target.dtype == torch.int64 and target.dim() == input.dim() - 1
+
+
 CASES = {
-    "cross_entropy": OpCases(reference=F.cross_entropy, make=_make_cross_entropy, bad=_bad_cross_entropy),
-    "mse_loss": OpCases(reference=F.mse_loss, make=_make_mse_loss, bad=_bad_mse_loss),
+    "cross_entropy": OpCases(
+        reference=F.cross_entropy,
+        make=_make_cross_entropy,
+        bad=_bad_cross_entropy,
+        in_reference_scope=_cross_entropy_in_reference_scope,
+        reference_omits=dict(size_average=None, reduce=None, label_smoothing=0.0),
+    ),
+    # every call torch accepts without the legacy size_average / reduce and without weight
+    "mse_loss": OpCases(
+        reference=F.mse_loss,
+        make=_make_mse_loss,
+        bad=_bad_mse_loss,
+        reference_omits=dict(size_average=None, reduce=None, weight=None),
+    ),
 }

@@ -262,8 +262,55 @@ def _bad_roi_pool():
     ]
 
 
+def _int_or_pair(value):
+    """Whether `value` is an int or a pair of ints: the forms the reference implementations take."""
+    return isinstance(value, int) or (isinstance(value, (tuple, list)) and len(value) == 2)
+
+
+def _max_pool2d_in_reference_scope(kwargs):
+    """kernel_size, stride (or None), padding and dilation as ints or pairs, and finite values (ties
+    allowed): the gradient of a window holding NaN or only -inf goes, in torch, to an element that the
+    first-maximum rule does not pick."""
+    return (
+        all(_int_or_pair(kwargs[name]) for name in ("kernel_size", "padding", "dilation"))
+        and (kwargs["stride"] is None or _int_or_pair(kwargs["stride"]))
+        and bool(kwargs["input"].isfinite().all())
+    )
+
+
+def _avg_pool2d_in_reference_scope(kwargs):
+    """kernel_size, stride (or None) and padding as ints or pairs."""
+    return (
+        _int_or_pair(kwargs["kernel_size"])
+        and _int_or_pair(kwargs["padding"])
+        and (kwargs["stride"] is None or _int_or_pair(kwargs["stride"]))
+    )
+
+
+def _roi_pool_in_reference_scope(kwargs):
+    """boxes as one Tensor[K, 5], and finite values (torchvision skips NaN and pools -inf as -FLT_MAX)."""
+    return isinstance(kwargs["boxes"], torch.Tensor) and bool(kwargs["input"].isfinite().all())
+
+
 CASES = {
-    "max_pool2d": OpCases(reference=F.max_pool2d, make=_make_max_pool2d, bad=_bad_max_pool2d),
-    "avg_pool2d": OpCases(reference=F.avg_pool2d, make=_make_avg_pool2d, bad=_bad_avg_pool2d),
-    "roi_pool": OpCases(reference=torchvision.ops.roi_pool, make=_make_roi_pool, bad=_bad_roi_pool),
+    "max_pool2d": OpCases(
+        reference=F.max_pool2d,
+        make=_make_max_pool2d,
+        bad=_bad_max_pool2d,
+        in_reference_scope=_max_pool2d_in_reference_scope,
+        reference_omits=dict(ceil_mode=False, return_indices=False),
+    ),
+    "avg_pool2d": OpCases(
+        reference=F.avg_pool2d,
+        make=_make_avg_pool2d,
+        bad=_bad_avg_pool2d,
+        in_reference_scope=_avg_pool2d_in_reference_scope,
+        reference_omits=dict(ceil_mode=False),
+    ),
+    "roi_pool": OpCases(
+        reference=torchvision.ops.roi_pool,
+        make=_make_roi_pool,
+        bad=_bad_roi_pool,
+        in_reference_scope=_roi_pool_in_reference_scope,
+    ),
 }
