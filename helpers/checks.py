@@ -130,9 +130,18 @@ def compare_values(ours_fn, torch_fn, case, rtol=None, atol=None):
     return None
 
 
+def _gradients(fn, kwargs, names):
+    """The gradients of the named arguments when a fixed random output gradient flows back through `fn`."""
+    kwargs = _clone_kwargs(kwargs, requires_grad=names)
+    outputs = [o for o in _as_tuple(fn(**kwargs)) if o.is_floating_point() and o.requires_grad]
+    generator = torch.Generator().manual_seed(1234)
+    output_gradients = [torch.randn(o.shape, generator=generator, dtype=o.dtype) for o in outputs]
+    return torch.autograd.grad(outputs, [kwargs[name] for name in names], output_gradients, allow_unused=True)
+
+
 @ignoring_deliberate_warnings
 def compare_gradients(ours_fn, torch_fn, case, rtol=1e-7, atol=1e-9):
-    """Backpropagate the same random cotangent through both; None if every gradient agrees.
+    """Backpropagate the same random output gradient through both; None if every gradient agrees.
 
     `case` should be float64. Gradients are taken with respect to `case.grad_wrt` (those that are
     tensors), through every floating-point output.
@@ -140,14 +149,11 @@ def compare_gradients(ours_fn, torch_fn, case, rtol=1e-7, atol=1e-9):
     names = [name for name in case.grad_wrt if isinstance(case.kwargs.get(name), torch.Tensor)]
     if not names:
         return None
-    gradients = []
-    for fn in (torch_fn, ours_fn):
-        kwargs = _clone_kwargs(case.kwargs, requires_grad=names)
-        outputs = [o for o in _as_tuple(fn(**kwargs)) if o.is_floating_point() and o.requires_grad]
-        generator = torch.Generator().manual_seed(1234)
-        cotangents = [torch.randn(o.shape, generator=generator, dtype=o.dtype) for o in outputs]
-        inputs = [kwargs[name] for name in names]
-        gradients.append(torch.autograd.grad(outputs, inputs, cotangents, allow_unused=True))
+    gradients = [_gradients(torch_fn, case.kwargs, names)]
+    try:
+        gradients.append(_gradients(ours_fn, case.kwargs, names))
+    except Exception as error:  # ours fails in its forward or backward pass: a mismatch, not a crash
+        return f"ours raised {type(error).__name__}: {error}"
     for name, theirs, mine in zip(names, *gradients):
         if theirs is None and mine is None:
             continue
@@ -259,7 +265,7 @@ def compare_backward(op, cases=30, seed=0, ours=None, reference=None):
 def _shown(output):
     """A short text of an op's output: a scalar's value, else the top-left corner of its first map."""
     if output.dim() == 0:
-        return f"{output.item():.4f}"
+        return f" {output.item():.4f}"
     return "\n" + str(preview(output.detach()))
 
 
@@ -284,7 +290,7 @@ def assignment_case(op, reference, drop_in=None, index=None):
         outputs = {name: fn(**_clone_kwargs(case.kwargs)) for name, fn in implementations.items()}
         print(f"{case.label}: input {tuple(case.kwargs['input'].shape)} -> output {tuple(expected.shape)}")
         for name, output in (("torch", expected), ("reference", outputs["reference"])):
-            print(f"{name}{slice_text(output)}: {_shown(output)}")
+            print(f"{name}{slice_text(output)}:{_shown(output)}")
         gradients = ", ".join(name for name in case.grad_wrt if isinstance(case.kwargs.get(name), torch.Tensor))
         problems = []
         for name, output in outputs.items():

@@ -40,6 +40,10 @@ def learnable_images(count, seed=0):
     return images, labels
 
 
+# Images per class of the tiny CIFAR-10 tree that the command-line tests train on (tests/conftest.py).
+TRAIN_PER_CLASS, TEST_PER_CLASS = 10, 3
+
+
 def write_tiny_cifar(root, train_per_class, test_per_class):
     """Write a CIFAR-10-shaped tree of JPEGs, ``train/<class>/NNNN.jpg`` and ``test/<class>/...``, with
     ``train_per_class`` and ``test_per_class`` images per class, each class marked by a bright square."""

@@ -4,7 +4,6 @@ Each failure must end the program with one line that names the option or file an
 traceback. Ctrl-C is sent to a real subprocess; the other cases run ``main`` in this process.
 """
 
-import functools
 import signal
 import subprocess
 import sys
@@ -13,12 +12,10 @@ import time
 import pytest
 import torch
 
-from helpers import data as data_module
 from helpers import train as cli
 from helpers.training import CHECKPOINT_NAME, load_checkpoint, save_atomic
-from support import write_tiny_cifar
+from support import TEST_PER_CLASS, TRAIN_PER_CLASS
 
-TRAIN_PER_CLASS, TEST_PER_CLASS = 10, 3
 PROGRAM = "python -m helpers.train"
 # Runs the command line on the tiny tree (the real loader expects 50,000 / 10,000 images), with
 # Python's own SIGINT handler: a shell that starts jobs in the background may have left SIGINT ignored.
@@ -33,26 +30,7 @@ cli.main(argv)
 """
 
 
-@pytest.fixture(autouse=True)
-def restore_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def tiny_cifar(tmp_path_factory):
-    return write_tiny_cifar(tmp_path_factory.mktemp("tiny-cifar"), TRAIN_PER_CLASS, TEST_PER_CLASS)
-
-
-@pytest.fixture
-def small_loader(tiny_cifar, tmp_path, monkeypatch):
-    loader = functools.partial(
-        data_module.load_cifar10, cache_dir=tmp_path / "cache",
-        expected_counts=(10 * TRAIN_PER_CLASS, 10 * TEST_PER_CLASS),
-    )
-    monkeypatch.setattr(cli, "load_cifar10", loader)
-    return tiny_cifar
+pytestmark = pytest.mark.usefixtures("restore_threads")
 
 
 def tiny_run_arguments(data_dir, run_dir, *more):

@@ -15,10 +15,12 @@ from helpers.cases.assignment import ASSIGNMENT_CASES, assignment_cases
 from helpers.checks import (
     FORBIDDEN_WORDS,
     RecordOperators,
+    assignment_case,
     code_line_count,
     compare_backward,
     compare_gradients,
     compare_values,
+    drop_in_checks,
     forbidden_attributes,
     sweep,
 )
@@ -30,13 +32,7 @@ KERNEL_CHECK_CASES = 6
 ASSIGNMENT_CALLS = [(name, index) for name in ops.REFERENCE_NAMES for index in range(len(ASSIGNMENT_CASES[name]))]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One thread: on a busy 2-core machine two threads are slower, not faster."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _reference_cells():
@@ -182,3 +178,23 @@ def test_static_checks_catch_what_the_dispatcher_does_not():
         "line 2: .unfold",
     ]
     assert code_line_count('"""doc"""\nimport torch\n\n\ndef f(x):\n    """doc\n    more"""\n    # note\n    return (x +\n            1)\n') == 4
+
+
+def test_assignment_case_shows_each_implementation_and_raises_on_a_difference(capsys):
+    assignment_case("mse_loss", ops.reference.mse_loss, drop_in=ops.mse_loss)
+    printed = capsys.readouterr().out
+    assert "reference vs torch: max |difference| = 0.0e+00" in printed and "drop-in   vs torch" in printed
+
+    def off_by_a_little(input, target, reduction="mean"):
+        return ops.reference.mse_loss(input, target, reduction=reduction) + 1e-3
+
+    with pytest.raises(AssertionError, match="mse_loss, mse_loss.input, target.: reference: values differ"):
+        assignment_case("mse_loss", off_by_a_little)
+
+
+def test_drop_in_checks_pass_the_drop_in_and_refuse_a_function_without_torchs_full_signature(capsys):
+    drop_in_checks("mse_loss", ops.mse_loss, ops.reference.mse_loss, cases=6, backward_cases=3)
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3 and "6/6" in lines[0] and "3/3" in lines[1] and "refused like torch" in lines[2]
+    with pytest.raises(AssertionError):  # the reference takes no weight, size_average or reduce
+        drop_in_checks("mse_loss", ops.reference.mse_loss, ops.reference.mse_loss, cases=20, backward_cases=3)

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from helpers.checks import RecordOperators
+from helpers.checks import FORBIDDEN_WORDS, RecordOperators
 from helpers.compare import TOLERANCES
 from helpers.data import Augment
 from helpers.models import SCRATCH_OPS, ScratchAdaptiveAvgPool2d, ScratchAvgPool2d, build_model
@@ -35,20 +35,11 @@ TOLERANCE = {
 }
 GRADIENT_SCALE_TOLERANCE = {torch.float32: 1e-4, torch.float64: 1e-11}
 # Built-in kernels of the Q1 ops (and of im2col/col2im), as in tests/test_from_scratch.py.
-FORBIDDEN_WORDS = (
-    "conv", "pool", "batch_norm", "softmax", "nll_loss", "cross_entropy", "im2col", "col2im", "flatten",
-)
 NETS = [("plain", False), ("bn", False), ("bn", True)]
 NET_IDS = ["plain", "bn", "bn-affine"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One thread: on a busy 2-core machine two threads are slower, not faster."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def twin_nets(name, affine, dtype=torch.float32, seed=0):

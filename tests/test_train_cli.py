@@ -1,6 +1,5 @@
 """`python -m helpers.train`: help, one-line errors, and a tiny run end to end (with resume)."""
 
-import functools
 import json
 import subprocess
 import sys
@@ -9,38 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import data as data_module
 from helpers import train as cli
 from helpers.data import CLASSES
 from helpers.training import TTA_SHIFTS
-from support import write_tiny_cifar
-
-TRAIN_PER_CLASS, TEST_PER_CLASS = 10, 3
+from support import TEST_PER_CLASS
 
 
-@pytest.fixture(autouse=True)
-def restore_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def tiny_cifar(tmp_path_factory):
-    """A CIFAR-10-shaped image-folder tree with 10 train and 3 test JPEGs per class."""
-    return write_tiny_cifar(tmp_path_factory.mktemp("tiny-cifar"), TRAIN_PER_CLASS, TEST_PER_CLASS)
-
-
-@pytest.fixture
-def small_loader(tiny_cifar, tmp_path, monkeypatch):
-    """Let the CLI's loader accept the tiny tree's counts (the real loader expects 50,000 / 10,000)."""
-    loader = functools.partial(
-        data_module.load_cifar10,
-        cache_dir=tmp_path / "cache",
-        expected_counts=(10 * TRAIN_PER_CLASS, 10 * TEST_PER_CLASS),
-    )
-    monkeypatch.setattr(cli, "load_cifar10", loader)
-    return tiny_cifar
+pytestmark = pytest.mark.usefixtures("restore_threads")
 
 
 def run_cli(*arguments):
