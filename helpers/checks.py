@@ -132,6 +132,11 @@ def compare_values(ours_fn, torch_fn, case, rtol=None, atol=None):
     return None
 
 
+def _differentiated(case):
+    """The names of `case.grad_wrt` whose arguments are tensors: those a gradient comparison differentiates."""
+    return [name for name in case.grad_wrt if isinstance(case.kwargs.get(name), torch.Tensor)]
+
+
 def _gradients(fn, kwargs, names):
     """The gradients of the named arguments when a fixed random output gradient flows back through `fn`."""
     kwargs = _clone_kwargs(kwargs, requires_grad=names)
@@ -148,7 +153,7 @@ def compare_gradients(ours_fn, torch_fn, case, rtol=1e-7, atol=1e-9):
     `case` should be float64. Gradients are taken with respect to `case.grad_wrt` (those that are
     tensors), through every floating-point output.
     """
-    names = [name for name in case.grad_wrt if isinstance(case.kwargs.get(name), torch.Tensor)]
+    names = _differentiated(case)
     if not names:
         return None
     gradients = [_gradients(torch_fn, case.kwargs, names)]
@@ -233,10 +238,6 @@ class BackwardResult:
         )
 
 
-def _has_gradients(case):
-    return any(isinstance(case.kwargs.get(name), torch.Tensor) for name in case.grad_wrt)
-
-
 @ignoring_deliberate_warnings
 def compare_backward(op, cases=30, seed=0, ours=None, reference=None):
     """Check the drop-in's backward (`ours`, default `helpers.ops.<op>`) against autograd through the
@@ -255,7 +256,7 @@ def compare_backward(op, cases=30, seed=0, ours=None, reference=None):
         if result.cases == cases:
             break
         case = OPS[op].draw_in_scope(seed * 100_003 + index, torch.float64)
-        if not _has_gradients(case):
+        if not _differentiated(case):
             continue
         result.cases += 1
         problem = compare_gradients(ours, reference, case)
@@ -295,7 +296,7 @@ def assignment_case(op, reference, drop_in=None, index=None):
         print(f"{case.label}: input {tuple(case.kwargs['input'].shape)} -> output {tuple(expected.shape)}")
         for name, output in (("torch", expected), ("reference", outputs["reference"])):
             print(f"{name}{slice_text(output)}:{_shown(output)}")
-        gradients = ", ".join(name for name in case.grad_wrt if isinstance(case.kwargs.get(name), torch.Tensor))
+        gradients = ", ".join(_differentiated(case))
         problems = []
         for name, output in outputs.items():
             problem = mismatch(output, expected)
