@@ -101,8 +101,20 @@ class CIFAR10:
     def __repr__(self):
         return (
             f"CIFAR10(train={len(self.train_labels)}, test={len(self.test_labels)}, "
-            f"classes={len(self.classes)}, source={self.source!r})"
+            f"classes={len(self.classes)}, source={shown_source(self.source)!r})"
         )
+
+
+def shown_source(source):
+    """``source`` as a reader on any machine can follow it: ``$CIFAR10_DIR`` for the folder that variable
+    names, a path relative to the repository for one inside it, never this machine's absolute path."""
+    if os.environ.get(ENV_VAR):
+        named = str(_resolve_env_dir(os.environ[ENV_VAR]))
+        if source == named or source.startswith((named + os.sep, named + " ")):
+            return f"${ENV_VAR}" + source[len(named):]
+    if source.startswith(str(REPO_ROOT) + os.sep):
+        return source[len(str(REPO_ROOT)) + 1:]
+    return source
 
 
 # --------------------------------------------------------------------------------------------

@@ -9,10 +9,10 @@ import math
 
 import torch
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter, PercentFormatter
 
 from helpers.data import normalize
-from helpers.training import History
+from helpers.training import History, describe, make_optimizer, make_scheduler
 
 DIVERGED_COLOR = "0.75"
 
@@ -33,7 +33,7 @@ def plot_curves(histories, log_loss=False):
 
     ``histories`` maps a run's name to its :class:`~helpers.training.History` (or its ``to_dict()``,
     e.g. read from history.json). Training curves are solid, validation curves dashed, one colour
-    per run; a run that diverged says so in the legend. ``log_loss`` draws the loss on a log scale,
+    per run; a run that diverged or collapsed says so in the legend. ``log_loss`` draws the loss on a log scale,
     for runs whose losses differ by orders of magnitude (a run that blows up next to one that trains).
     """
     histories = _as_histories(histories)
@@ -41,7 +41,7 @@ def plot_curves(histories, log_loss=False):
     loss_axes, accuracy_axes = figure.subplots(1, 2)
     for index, (name, history) in enumerate(histories.items()):
         color = f"C{index % 10}"
-        label = name if history.status != "diverged" else f"{name} (diverged)"
+        label = name if history.status in ("completed", "running") else f"{name} ({history.status})"
         epochs = range(1, history.epochs + 1)
         style = dict(color=color, marker="o", markersize=3)  # markers: a one-epoch run is a point, not a line
         loss_axes.plot(epochs, history.train_loss, **style, label=f"{label}: train")
@@ -116,8 +116,8 @@ def plot_running_statistics(trace, target_mean, target_var, channels, layer_name
 
 
 def sweep_record(config, history):
-    """One row of a sweep for :func:`plot_sweep`: the config's knobs, the run's status and its best
-    validation accuracy over the epochs (None for a diverged run)."""
+    """One row of a sweep for :func:`plot_sweep` and :func:`sweep_table`: the config's knobs, the run's
+    status and its best validation accuracy over the epochs (None for a diverged run)."""
     return {
         "optimizer": config.optimizer,
         "lr": config.lr,
@@ -131,8 +131,9 @@ def plot_sweep(results):
     """Heatmaps of validation accuracy over learning rate x batch size, one panel per optimizer.
 
     ``results`` is a list of dicts with keys ``optimizer``, ``lr``, ``batch_size``, ``status`` and
-    ``val_accuracy`` (see :func:`sweep_record`). Cells of diverged runs are grey and say
-    "diverged"; the best run is named in the title.
+    ``val_accuracy`` (see :func:`sweep_record`). The colours span the accuracies of the runs that
+    learned, so that their differences show; cells of collapsed and diverged runs are grey and say
+    so. The best run is named in the title.
     """
     results = list(results)
     if not results:
@@ -146,50 +147,112 @@ def plot_sweep(results):
     optimizers = sorted({result["optimizer"] for result in results})
     learning_rates = sorted({result["lr"] for result in results})
     batch_sizes = sorted({result["batch_size"] for result in results})
-    figure = Figure(figsize=(1.6 + 1.4 * len(batch_sizes) * len(optimizers), 1.2 + 0.6 * len(learning_rates)),
+    learned = [result for result in results if _learned(result)]
+    low, high = _colour_range([result["val_accuracy"] for result in learned])
+    figure = Figure(figsize=(2.4 + 1.5 * len(batch_sizes) * len(optimizers), 1.6 + 0.6 * len(learning_rates)),
                     layout="constrained")
     panels = figure.subplots(1, len(optimizers), squeeze=False)[0]
     for axes, optimizer in zip(panels, optimizers):
         accuracy = torch.full((len(learning_rates), len(batch_sizes)), math.nan)
         for result in (result for result in results if result["optimizer"] == optimizer):
             row, column = learning_rates.index(result["lr"]), batch_sizes.index(result["batch_size"])
-            diverged = result["status"] == "diverged" or result["val_accuracy"] is None
-            accuracy[row, column] = math.nan if diverged else result["val_accuracy"]
-            text = "diverged" if result["status"] == "diverged" else _percent(result["val_accuracy"])
-            dark_cell = not diverged and result["val_accuracy"] < 0.5  # the low end of viridis is dark
+            if _learned(result):
+                accuracy[row, column] = result["val_accuracy"]
+                text = _percent(result["val_accuracy"])
+                dark_cell = result["val_accuracy"] < low + 0.5 * (high - low)  # the low end of viridis is dark
+            else:
+                text = result["status"] if result["val_accuracy"] is None else (
+                    f"{result['status']}\n{_percent(result['val_accuracy'])}")
+                dark_cell = False
             axes.text(column, row, text, ha="center", va="center", fontsize="small",
                       color="white" if dark_cell else "black")
         axes.set_facecolor(DIVERGED_COLOR)
-        image = axes.imshow(accuracy.numpy(), cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
+        image = axes.imshow(accuracy.numpy(), cmap="viridis", vmin=low, vmax=high, aspect="auto")
         axes.set_xticks(range(len(batch_sizes)), [str(size) for size in batch_sizes])
         axes.set_yticks(range(len(learning_rates)), [f"{lr:g}" for lr in learning_rates])
         axes.set_xlabel("batch size")
         axes.set_ylabel("learning rate")
-        axes.set_title(f"{optimizer}: validation accuracy")
-    figure.colorbar(image, ax=panels.tolist(), label="validation accuracy (grey: diverged or missing)")
-    completed = [result for result in results if result["val_accuracy"] is not None and result["status"] != "diverged"]
-    if completed:
-        best = max(completed, key=lambda result: result["val_accuracy"])
+        axes.set_title(f"{optimizer}: best validation accuracy")
+    colour_bar = figure.colorbar(image, ax=panels.tolist(), label="validation accuracy")
+    colour_bar.ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+    if learned:
+        best = max(learned, key=lambda result: result["val_accuracy"])
         figure.suptitle(
             f"Best: {best['optimizer']}, lr {best['lr']:g}, batch {best['batch_size']} "
-            f"({_percent(best['val_accuracy'])})"
+            f"({_percent(best['val_accuracy'])}); grey: collapsed or diverged"
         )
     return figure
 
 
-def sweep_table(results):
-    """The sweep as a text table sorted by validation accuracy, best first; diverged runs last."""
-    header = f"{'optimizer':<10}{'lr':>10}{'batch':>7}  {'val acc':>8}  status"
-    def accuracy_or_last(result):
-        return -1.0 if result["val_accuracy"] is None else result["val_accuracy"]
+def plot_sweep_curves(runs):
+    """The curves of a sweep, one row of panels per optimizer: loss on a log scale, and accuracy.
 
-    rows = sorted(results, key=accuracy_or_last, reverse=True)
+    ``runs`` is a list of ``(config, history)`` pairs. Within a row each run has its own colour and
+    one legend entry (learning rate and batch size, and the status of a run that collapsed or
+    diverged), outside the panels; training is solid, validation dashed. The log scale keeps a run
+    whose loss blew up from flattening the others.
+    """
+    runs = list(runs)
+    if not runs:
+        raise ValueError("runs is empty: give at least one (config, history) pair")
+    optimizers = sorted({config.optimizer for config, _ in runs})
+    figure = Figure(figsize=(12, 3.4 * len(optimizers)), layout="constrained")
+    rows = figure.subplots(len(optimizers), 2, squeeze=False)
+    for (loss_axes, accuracy_axes), optimizer in zip(rows, optimizers):
+        row_runs = sorted(((config, history) for config, history in runs if config.optimizer == optimizer),
+                          key=lambda run: (-run[0].lr, run[0].batch_size))
+        for index, (config, history) in enumerate(row_runs):
+            label = f"lr {config.lr:g}, batch {config.batch_size}"
+            if history.status in ("collapsed", "diverged"):
+                label += f" ({history.status})"
+            style = dict(color=f"C{index % 10}", marker="o", markersize=3)
+            epochs = range(1, history.epochs + 1)
+            loss_axes.plot(epochs, history.train_loss, **style, label=label)
+            accuracy_axes.plot(epochs, history.train_accuracy, **style, label=label)
+            if any(value is not None for value in history.val_loss):
+                loss_axes.plot(epochs, _none_to_nan(history.val_loss), "--", **style)
+                accuracy_axes.plot(epochs, _none_to_nan(history.val_accuracy), "--", **style)
+        _plain_log_scale(loss_axes)
+        loss_axes.set_ylabel("cross-entropy loss (log scale)")
+        accuracy_axes.set_ylabel("accuracy")
+        accuracy_axes.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+        for axes, quantity in ((loss_axes, "loss"), (accuracy_axes, "accuracy")):
+            axes.set_title(f"{optimizer}: {quantity} (solid: training, dashed: validation)")
+            axes.set_xlabel("epoch")
+            axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+            axes.grid(alpha=0.3)
+        accuracy_axes.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
+    return figure
+
+
+def sweep_table(results):
+    """The sweep as a text table sorted by validation accuracy, best first; collapsed and diverged runs last."""
+    header = f"{'optimizer':<10}{'lr':>10}{'batch':>7}  {'val acc':>8}  status"
+    def sort_key(result):
+        return (_learned(result), -1.0 if result["val_accuracy"] is None else result["val_accuracy"])
+
+    rows = sorted(results, key=sort_key, reverse=True)
     lines = [header, "-" * len(header)]
     for result in rows:
         accuracy = "diverged" if result["status"] == "diverged" else _percent(result["val_accuracy"])
         lines.append(
             f"{result['optimizer']:<10}{result['lr']:>10g}{result['batch_size']:>7}  {accuracy:>8}  {result['status']}"
         )
+    return "\n".join(lines)
+
+
+def accuracy_headline(evaluations, assignment_accuracy):
+    """The headline of a final model: one line per test-time scoring, then the single view against
+    the assignment's (single-view) test accuracy, so that like is compared with like.
+
+    ``evaluations`` is :func:`helpers.training.evaluate_views`'s ``{scoring: Evaluation}``.
+    """
+    if "single view" not in evaluations:
+        raise ValueError(f"evaluations needs a 'single view' entry to compare with the assignment; has {list(evaluations)}")
+    lines = [f"test accuracy ({name}): {evaluation.accuracy:.2%}" for name, evaluation in evaluations.items()]
+    difference = 100 * (evaluations["single view"].accuracy - assignment_accuracy)
+    lines.append(f"the assignment's test accuracy (single view): {assignment_accuracy:.2%}; "
+                 f"this model's single view: {difference:+.2f} points")
     return "\n".join(lines)
 
 
@@ -209,6 +272,56 @@ def accuracy_table(evaluations, classes):
     for index, name in enumerate(classes):
         lines.append(row(name, (evaluation.per_class_accuracy[index].item() for evaluation in evaluations.values()), 1))
     return "\n".join(lines)
+
+
+def plot_lr_schedule(config, steps_per_epoch):
+    """The learning rate of every training step under ``config``'s schedule, against the epoch.
+
+    It steps the very scheduler ``train`` builds (:func:`helpers.training.make_scheduler`), on a
+    stand-in parameter, so the curve is the one a run of ``config`` follows.
+    """
+    if not (isinstance(steps_per_epoch, int) and steps_per_epoch >= 1):
+        raise ValueError(f"steps_per_epoch must be a positive int, got {steps_per_epoch!r}")
+    optimizer = make_optimizer(torch.nn.Linear(1, 1), config)
+    scheduler = make_scheduler(optimizer, config, steps_per_epoch)
+    rates = []
+    for _ in range(config.epochs * steps_per_epoch):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    figure = Figure(figsize=(7, 3.2), layout="constrained")
+    axes = figure.subplots()
+    axes.plot([step / steps_per_epoch for step in range(len(rates))], rates, label=f"{config.optimizer}, {config.schedule}")
+    axes.set_title(f"Learning rate per step ({config.schedule} schedule, peak {max(rates):g})")
+    axes.set_xlabel(f"epoch ({steps_per_epoch} steps each)")
+    axes.set_ylabel("learning rate")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize="small")
+    return figure
+
+
+def plot_augmentations(images, augments, seed=0):
+    """Each of ``images`` (uint8 [N, 3, H, W]) as training sees it under each augmentation.
+
+    ``augments`` maps a column title to an :class:`helpers.data.Augment`; the first column is the
+    image itself. Every column draws its random choices from a generator seeded with ``seed``.
+    """
+    if not (isinstance(images, torch.Tensor) and images.dtype == torch.uint8 and images.dim() == 4):
+        raise ValueError(f"images must be a uint8 tensor [N, 3, H, W], got {describe(images)}")
+    columns = {"original": images}
+    for title, augment in augments.items():
+        columns[title] = augment(images, torch.Generator().manual_seed(seed))
+    figure = Figure(figsize=(1.5 * len(columns), 1.55 * len(images) + 0.4), layout="constrained")
+    grid = figure.subplots(len(images), len(columns), squeeze=False)
+    for column, (title, batch) in enumerate(columns.items()):
+        for row in range(len(images)):
+            axes = grid[row, column]
+            axes.imshow(batch[row].permute(1, 2, 0).numpy())
+            axes.set_xticks([])
+            axes.set_yticks([])
+        grid[0, column].set_title(title, fontsize="small")
+    figure.suptitle("Training images under each augmentation (one random draw each)")
+    return figure
 
 
 def plot_confusion(confusion, classes):
@@ -390,6 +503,30 @@ def _none_to_nan(values):
 
 def _last(values):
     return values[-1] if values else None
+
+
+def _plain_log_scale(axes):
+    """A log y axis labelled with plain numbers (2.3, not 2.3x10^0); the minor ticks are labelled
+    only when the data spans less than a decade, where no major tick may show."""
+    axes.set_yscale("log")
+    plain = FuncFormatter(lambda value, _: f"{value:g}")
+    axes.yaxis.set_major_formatter(plain)
+    low, high = axes.get_ylim()
+    axes.yaxis.set_minor_formatter(plain if high / low < 10 else NullFormatter())
+
+
+def _learned(result):
+    """A sweep record of a run that neither collapsed nor diverged."""
+    return result["status"] not in ("collapsed", "diverged") and result["val_accuracy"] is not None
+
+
+def _colour_range(values):
+    """(low, high) of a colour scale that spans ``values``, widened to at least 5 points; (0, 1) if none."""
+    if not values:
+        return 0.0, 1.0
+    low, high = min(values), max(values)
+    middle, half = (low + high) / 2, max(high - low, 0.05) / 2
+    return middle - half, middle + half
 
 
 def _percent(value):

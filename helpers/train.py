@@ -38,7 +38,7 @@ DEFAULT_VAL_SIZE = 5000
 # Exit status of a run stopped by Ctrl-C (128 + SIGINT), as shells report it.
 INTERRUPTED_STATUS = 130
 # --tta: the command line's names for the test-time views of `TEST_TIME_VIEWS`.
-TTA_CHOICES = {"none": TEST_TIME_VIEWS["image"], "flip": TEST_TIME_VIEWS["flip"],
+TTA_CHOICES = {"none": TEST_TIME_VIEWS["single view"], "flip": TEST_TIME_VIEWS["flips"],
                "flip+shifts": TEST_TIME_VIEWS["10 views"]}
 
 
@@ -357,6 +357,8 @@ def summary_line(history, metrics):
     if history.status == "diverged":
         return f"run diverged: {history.message}"
     text = f"{history.status} after {history.epochs} epochs: test accuracy {metrics['test_accuracy']:.2%}"
+    if history.status == "collapsed":
+        text = f"run collapsed ({history.message}) after {history.epochs} epochs: test accuracy {metrics['test_accuracy']:.2%}"
     best = history.best_val_accuracy()
     return text + (f", best validation accuracy {best:.2%}" if best is not None else "")
 

@@ -26,10 +26,10 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
-from tqdm.auto import tqdm
 
-from helpers.data import Augment, Batches, check_shift, normalize, shift
+from helpers.data import CLASSES, Augment, Batches, check_shift, normalize, shift
 from helpers.models import OPS_CHOICES, scratch_op
+from helpers.progress import RunProgress
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "onecycle", "cosine")
@@ -44,14 +44,21 @@ _CHECKPOINT_KEYS = {"epoch", "model", "optimizer", "scheduler", "rng", "history"
 # Steps between two reads of the running loss: each read (``.item()``) waits for the device, and
 # a non-finite loss stops the run at the next read.
 STEPS_PER_LOSS_READ = 10
+# A run that trains to its last epoch has "collapsed" when it learned nothing it kept: the mean training
+# loss of an epoch rose above COLLAPSE_LOSS_FACTOR times a uniform guess's (ln 10 = 2.30 for CIFAR-10:
+# the loss blew up), or it ended within COLLAPSE_ACCURACY_MARGIN of chance (10%) with a training loss
+# within COLLAPSE_LOSS_MARGIN of a uniform guess's or above it (it predicts no better than guessing).
+COLLAPSE_LOSS_FACTOR = 10
+COLLAPSE_ACCURACY_MARGIN = 0.02
+COLLAPSE_LOSS_MARGIN = 0.01
 # Test-time translations (down, right) for `evaluate`: the four one-pixel diagonal shifts, small next to
 # the training crops' four pixels. With flips that makes 10 views of each image.
 TTA_SHIFTS = ((1, 1), (1, -1), (-1, 1), (-1, -1))
-# The test-time augmentations both Q2 notebooks compare (`evaluate_views`): the image alone, with its
-# mirror image, and those two with the four shifts.
+# The test-time augmentations both Q2 notebooks compare (`evaluate_views`): the image alone (a single
+# view), averaged with its mirror image (flips), and those two with the four shifts (10 views).
 TEST_TIME_VIEWS = {
-    "image": {},
-    "flip": {"tta_flip": True},
+    "single view": {},
+    "flips": {"tta_flip": True},
     "10 views": {"tta_flip": True, "tta_shifts": TTA_SHIFTS},
 }
 
@@ -169,8 +176,10 @@ class History:
 
     ``lr`` is the learning rate of the epoch's last batch; ``seconds`` the epoch's wall time
     (training and validation); the ``val_*`` entries are None when no validation set was given.
-    ``status``: ``running``, ``completed``, or ``diverged`` (a non-finite training loss stopped
-    the run; ``message`` says where, and the metrics hold the epochs completed before it).
+    ``status``: ``running``, ``completed``, ``collapsed`` (it trained to the end but blew up or
+    ended at chance, see :meth:`collapse_reason`; ``message`` says which), or ``diverged`` (a
+    non-finite training loss stopped the run; ``message`` says where, and the metrics hold the
+    epochs completed before it).
     """
 
     train_loss: list = field(default_factory=list)
@@ -191,6 +200,26 @@ class History:
         """Highest validation accuracy over the epochs, or None if there is none."""
         accuracies = [accuracy for accuracy in self.val_accuracy if accuracy is not None]
         return max(accuracies) if accuracies else None
+
+    def collapse_reason(self, classes=len(CLASSES)):
+        """Why the run counts as collapsed (see COLLAPSE_LOSS_FACTOR), or None if it does not.
+
+        Its accuracy at the end is the last validation accuracy, or the last training accuracy
+        for a run without a validation set.
+        """
+        if not self.train_loss:
+            return None
+        uniform_loss, chance = math.log(classes), 1 / classes
+        worst_loss = max(self.train_loss)
+        if worst_loss > COLLAPSE_LOSS_FACTOR * uniform_loss:
+            return (f"its training loss blew up to {worst_loss:.3g} in epoch {self.train_loss.index(worst_loss) + 1}, "
+                    f"over {COLLAPSE_LOSS_FACTOR}x a uniform guess's {uniform_loss:.2f}")
+        split, accuracy = (("validation", self.val_accuracy[-1]) if self.val_accuracy[-1] is not None
+                           else ("training", self.train_accuracy[-1]))
+        if accuracy <= chance + COLLAPSE_ACCURACY_MARGIN and self.train_loss[-1] >= uniform_loss - COLLAPSE_LOSS_MARGIN:
+            return (f"it ended at {accuracy:.1%} {split} accuracy (chance: {chance:.0%}) with a training loss of "
+                    f"{self.train_loss[-1]:.3f}, no better than a uniform guess's {uniform_loss:.2f}")
+        return None
 
     def to_dict(self):
         """Return the history as plain lists, numbers and strings."""
@@ -306,7 +335,10 @@ def train(
     continues the run saved there (a run_dir without a checkpoint starts fresh) and refuses a
     different config. ``device`` defaults to cuda when available; on the CPU ``num_threads``
     (default: all cores) sets torch's thread count. A non-finite loss ends the run early with
-    status ``diverged`` instead of raising. ``progress`` shows tqdm bars (widgets in a notebook).
+    status ``diverged`` instead of raising; a run that trains to the end but blows up or ends at
+    chance gets status ``collapsed`` (:meth:`History.collapse_reason`). ``progress`` (True, or a label that leads the lines) shows
+    the run as :class:`helpers.progress.RunProgress` does: text bars in a terminal, one line in a
+    notebook that ends as the run's summary.
     A fresh run seeds torch's, numpy's and Python's global RNGs with ``config.seed``; a resumed run
     restores the states saved with its checkpoint. The caller seeds the model's initial weights.
     ``ops`` chooses the training loss (see :func:`make_loss_function`): ``"torch"`` or ``"scratch"``
@@ -345,19 +377,19 @@ def train(
         Path(run_dir).mkdir(parents=True, exist_ok=True)
 
     last_saved = history.epochs
-    with tqdm(total=config.epochs, initial=history.epochs, desc="training", unit="epoch", disable=not progress) as bar:
+    shown = RunProgress(progress if isinstance(progress, str) else "training", config.epochs, history.epochs,
+                        enabled=bool(progress))
+    try:
         for epoch in range(history.epochs, config.epochs):
             try:
                 batches.set_epoch(epoch)
-                epoch_bar = tqdm(total=len(batches), desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch",
-                                 leave=False, disable=not progress)
-                with epoch_bar:
-                    _run_epoch(history, model, batches, optimizer, scheduler, loss_function, config.precision,
-                               device, epoch_bar, val_images, val_labels)
+                shown.start_epoch(epoch, len(batches))
+                _run_epoch(history, model, batches, optimizer, scheduler, loss_function, config.precision,
+                           device, shown, val_images, val_labels)
                 if history.status == "diverged":
                     break
                 if history.epochs == config.epochs:
-                    history.status = "completed"
+                    _finish(history)
                 if run_dir is not None:
                     _save_checkpoint(checkpoint_path, model, optimizer, scheduler, history, config, ops,
                                      model_settings)
@@ -365,13 +397,20 @@ def train(
             except KeyboardInterrupt:
                 raise TrainingInterrupted(epoch + 1, config.epochs, last_saved if run_dir else None,
                                           run_dir) from None
-            bar.set_postfix(_epoch_postfix(history), refresh=False)
-            bar.update(1)
-    if history.status == "running":  # resumed a run that had already completed every epoch
-        history.status = "completed"
+            shown.end_epoch(history)
+        if history.status == "running":  # resumed a run that had already trained every epoch
+            _finish(history)
+    finally:
+        shown.close(history)
     if run_dir is not None:
         write_json_atomic(Path(run_dir) / HISTORY_NAME, history.to_dict())
     return history
+
+
+def _finish(history):
+    """Mark a run that trained all its epochs ``completed``, or ``collapsed`` with the reason."""
+    reason = history.collapse_reason()
+    history.status, history.message = ("collapsed", reason) if reason else ("completed", "")
 
 
 def _check_train_arguments(config, train_images, train_labels, val_images, val_labels, run_dir, resume):
@@ -410,12 +449,12 @@ def make_loss_function(ops, label_smoothing=0.0):
     return functools.partial(scratch_op("cross_entropy"), label_smoothing=label_smoothing)
 
 
-def _run_epoch(history, model, batches, optimizer, scheduler, loss_function, precision, device, bar,
+def _run_epoch(history, model, batches, optimizer, scheduler, loss_function, precision, device, shown,
                val_images, val_labels):
     """Train one epoch, validate, and append its metrics to ``history`` (or mark it diverged)."""
     started = time.perf_counter()
     train_loss, train_accuracy, last_lr = _train_one_epoch(
-        model, batches, optimizer, scheduler, loss_function, precision, device, bar
+        model, batches, optimizer, scheduler, loss_function, precision, device, shown
     )
     if not math.isfinite(train_loss):
         history.status = "diverged"
@@ -468,8 +507,8 @@ def cosine_factor(step, warmup_steps, total_steps):
     return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
 
-def _train_one_epoch(model, batches, optimizer, scheduler, loss_function, precision, device, bar):
-    """One pass over ``batches``, shown on the tqdm ``bar``, in the :class:`TrainConfig` ``precision``.
+def _train_one_epoch(model, batches, optimizer, scheduler, loss_function, precision, device, shown):
+    """One pass over ``batches``, shown on ``shown`` (a RunProgress), in the :class:`TrainConfig` ``precision``.
 
     Returns the mean loss (NaN if it diverged), the accuracy and the learning rate of the last batch.
 
@@ -494,12 +533,13 @@ def _train_one_epoch(model, batches, optimizer, scheduler, loss_function, precis
         loss_sum += loss.detach() * len(labels)
         correct += (logits.detach().argmax(dim=1) == labels).sum()
         seen += len(labels)
-        bar.update(1)
         if step % STEPS_PER_LOSS_READ == 0 or step == len(batches):
             mean_loss = loss_sum.item() / seen
             if not math.isfinite(mean_loss):
                 return math.nan, math.nan, lr
-            bar.set_postfix(loss=f"{mean_loss:.3f}", acc=f"{correct.item() / seen:.3f}", refresh=False)
+            shown.batch(mean_loss, correct.item() / seen)
+        else:
+            shown.batch()
     return loss_sum.item() / seen, correct.item() / seen, lr
 
 
@@ -747,13 +787,6 @@ def _set_rng_states(states):
         ("MT19937", numpy["keys"].numpy().astype(np.uint32), numpy["position"],
          numpy["has_gauss"], numpy["cached_gaussian"])
     )
-
-
-def _epoch_postfix(history):
-    postfix = {"loss": f"{history.train_loss[-1]:.3f}", "acc": f"{history.train_accuracy[-1]:.3f}"}
-    if history.val_accuracy[-1] is not None:
-        postfix["val_acc"] = f"{history.val_accuracy[-1]:.3f}"
-    return postfix
 
 
 def _check_images_and_labels(images_name, images, labels_name, labels):

@@ -39,6 +39,7 @@ def execute(notebook, output, log):
     """Execute ``notebook``; write it to ``output``, or on failure the traceback to ``log``. Return the exit status."""
     started = time.perf_counter()
     cells = nbformat.read(notebook, as_version=4)
+    cells.metadata.pop("widgets", None)  # a previous run's widget state; nbclient saves this run's, if any
     failed_cell = {}
     client = NotebookClient(
         cells, timeout=None, kernel_name="python3", resources={"metadata": {"path": str(notebook.parent)}},

@@ -7,7 +7,16 @@ import torch
 
 from helpers import data as data_module
 from helpers import train as cli
-from support import TEST_PER_CLASS, TRAIN_PER_CLASS, write_tiny_cifar
+from support import TEST_PER_CLASS, TRAIN_PER_CLASS, learnable_images, write_tiny_cifar
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """160 training and 40 validation images that a small run learns from (train_images, train_labels,
+    val_images, val_labels)."""
+    train_images, train_labels = learnable_images(160, seed=0)
+    val_images, val_labels = learnable_images(40, seed=1)
+    return train_images, train_labels, val_images, val_labels
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from PIL import Image
 
 from helpers.data import CLASSES
 from helpers.models import SCRATCH_OPS
+from helpers.training import TrainConfig
 
 
 def _scratch_ops_load():
@@ -27,6 +28,11 @@ needs_scratch_ops = pytest.mark.skipif(
 
 class SimulatedKill(Exception):
     """Raised from a forward hook to stop a run mid-epoch, like a kill."""
+
+
+def quick_config(**changes):
+    """A short SGD recipe (2 epochs, batch 32, learning rate 0.05) with ``changes`` applied."""
+    return TrainConfig(**({"optimizer": "sgd", "lr": 0.05, "epochs": 2, "batch_size": 32} | changes))
 
 
 def learnable_images(count, seed=0):

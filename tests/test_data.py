@@ -152,6 +152,18 @@ def test_cifar10_dir_is_the_default_source(image_tree, cache_dir, monkeypatch):
     assert torch.equal(loaded.train_images, written["train"][0])
 
 
+def test_the_source_is_shown_without_this_machine_s_absolute_path(image_tree, cache_dir, monkeypatch):
+    root, _ = image_tree
+    monkeypatch.setenv(data.ENV_VAR, str(root))
+    loaded = load_cifar10(cache_dir=cache_dir, expected_counts=FAKE_COUNTS)
+    assert repr(loaded).endswith("source='$CIFAR10_DIR')")
+    assert repr(subset(loaded, 1, 1)).endswith("source='$CIFAR10_DIR (subset: 1 train, 1 test per class)')")
+    assert data.shown_source(str(data.REPO_ROOT / "data" / "cifar-10-batches-py")) == "data/cifar-10-batches-py"
+    assert data.shown_source(f"{root}-other") == f"{root}-other"  # another folder that shares the prefix
+    monkeypatch.delenv(data.ENV_VAR)
+    assert data.shown_source(str(root)) == str(root)  # outside the repository, and not named by the variable
+
+
 def test_cache_dir_is_the_last_resort_source(tmp_path):
     written = make_batches_tree(tmp_path)
     loaded = load_cifar10(cache_dir=tmp_path, expected_counts=FAKE_COUNTS, download=False)

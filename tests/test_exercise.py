@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from helpers import grade
-from helpers.exercise import REMOVED_TAGS, SOURCE, stub_reference, strip_answers, student_notebook
+from helpers.exercise import REMOVED_TAGS, stub_reference, strip_answers, student_notebook
 
 CELL = '''import math
 import warnings

@@ -4,7 +4,6 @@ assignment's calls and on random configurations within their scope, and an oracl
 hand-written backwards."""
 
 import inspect
-import json
 
 import pytest
 import torch

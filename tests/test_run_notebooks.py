@@ -41,6 +41,16 @@ def test_a_notebook_runs_in_its_own_folder_and_is_written_to_the_output(tmp_path
     assert not (tmp_path / "ok.log").exists()
 
 
+def test_a_previous_run_s_widget_state_is_not_carried_over(tmp_path):
+    notebook = write_notebook(tmp_path / "widgets.ipynb", "6 * 7")
+    with_widgets = nbformat.read(notebook, as_version=4)
+    with_widgets.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {"a": {}}}}
+    nbformat.write(with_widgets, notebook)
+    result = run_runner(notebook, notebook, tmp_path / "widgets.log")
+    assert result.returncode == 0, result.stderr
+    assert "widgets" not in nbformat.read(notebook, as_version=4).metadata
+
+
 def test_a_failing_cell_is_one_line_with_the_cell_the_error_and_the_log(tmp_path):
     notebook = write_notebook(
         tmp_path / "offline.ipynb",

@@ -25,7 +25,7 @@ from helpers.plots import (
     sweep_table,
 )
 from helpers.training import History, TrainConfig, evaluate, evaluate_views, load_checkpoint, save_atomic, train
-from support import SimulatedKill, learnable_images
+from support import SimulatedKill, quick_config
 
 matplotlib.use("Agg")
 
@@ -41,18 +41,6 @@ def one_thread():
 def run(model, config, *data, **options):
     """``train`` without progress bars, on one thread."""
     return train(model, config, *data, progress=False, num_threads=1, **options)
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    train_images, train_labels = learnable_images(160, seed=0)
-    val_images, val_labels = learnable_images(40, seed=1)
-    return train_images, train_labels, val_images, val_labels
-
-
-def quick_config(**changes):
-    settings = {"optimizer": "sgd", "lr": 0.05, "epochs": 2, "batch_size": 32}
-    return TrainConfig(**(settings | changes))
 
 
 def fresh_model(name="bn", seed=0):
@@ -252,7 +240,7 @@ def test_the_loss_follows_ops(tiny, monkeypatch):
 
     monkeypatch.setattr(ops, "cross_entropy", recorded_cross_entropy)
     history = run(fresh_model("plain"), quick_config(epochs=1, label_smoothing=0.1), *tiny, ops="scratch")
-    assert history.status == "completed"
+    assert history.epochs == 1 and history.status != "diverged"
     assert calls == [{"label_smoothing": 0.1}] * 5  # 160 images in batches of 32; validation is torch's
     monkeypatch.delattr(ops, "cross_entropy")
     with pytest.raises(ImportError, match=r"helpers.ops defines no cross_entropy\(\)"):
@@ -374,7 +362,7 @@ def test_evaluate_views_reports_each_test_time_augmentation(tiny):
     _, _, images, labels = tiny
     model = fresh_model().eval()
     results = evaluate_views(model, images, labels)
-    assert list(results) == ["image", "flip", "10 views"]
+    assert list(results) == ["single view", "flips", "10 views"]
     for name, options in training.TEST_TIME_VIEWS.items():
         expected = evaluate(model, images, labels, **options)
         assert results[name].accuracy == expected.accuracy
@@ -418,7 +406,7 @@ def test_history_and_plots(tiny):
     figure = plot_sweep(results)
     texts = [text.get_text() for axes in figure.axes for text in axes.texts]
     assert "diverged" in texts and "35.0%" in texts
-    assert [axes.get_title() for axes in figure.axes[:2]] == ["adam: validation accuracy", "sgd: validation accuracy"]
+    assert [axes.get_title() for axes in figure.axes[:2]] == ["adam: best validation accuracy", "sgd: best validation accuracy"]
     table = sweep_table(results).splitlines()
     assert "35.0%" in table[2] and "diverged" in table[-1]
 
