@@ -356,9 +356,8 @@ def summary_line(history, metrics):
     """One line saying how the run ended."""
     if history.status == "diverged":
         return f"run diverged: {history.message}"
-    text = f"{history.status} after {history.epochs} epochs: test accuracy {metrics['test_accuracy']:.2%}"
-    if history.status == "collapsed":
-        text = f"run collapsed ({history.message}) after {history.epochs} epochs: test accuracy {metrics['test_accuracy']:.2%}"
+    status = f"run collapsed ({history.message})" if history.status == "collapsed" else history.status
+    text = f"{status} after {history.epochs} epochs: test accuracy {metrics['test_accuracy']:.2%}"
     best = history.best_val_accuracy()
     return text + (f", best validation accuracy {best:.2%}" if best is not None else "")
 

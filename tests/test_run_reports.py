@@ -215,3 +215,14 @@ def test_augmentation_figure_shows_each_augmentation_of_each_image():
     assert (figure.axes[0].images[0].get_array() == images[0].permute(1, 2, 0).numpy()).all()
     with pytest.raises(ValueError, match="uint8 tensor"):
         plot_augmentations(images.float(), {})
+
+
+def test_the_command_line_names_a_collapse_and_its_reason():
+    from helpers.train import summary_line as cli_summary_line
+
+    run = history([2.31, 2.31], [0.1, 0.1], status="collapsed")
+    run.message = "it ended at chance"
+    assert cli_summary_line(run, {"test_accuracy": 0.1}) == (
+        "run collapsed (it ended at chance) after 2 epochs: test accuracy 10.00%, best validation accuracy 10.00%")
+    assert cli_summary_line(history([2.0, 1.5], [0.3, 0.4]), {"test_accuracy": 0.4}).startswith(
+        "completed after 2 epochs: test accuracy 40.00%")
